@@ -1,0 +1,31 @@
+"""Transfer Learning Studio: the Streamlit entry point. Only navigation and shared chrome."""
+
+import streamlit as st
+
+from ui.common import PAGES
+
+st.set_page_config(
+    page_title="Transfer Learning Studio",
+    page_icon=":material/model_training:",
+    layout="wide",
+    initial_sidebar_state="expanded",
+    menu_items={"Get help": None, "Report a bug": None, "About": "Transfer Learning Studio"},
+)
+
+navigation = st.navigation(
+    {
+        "": [st.Page(PAGES["home"], title="Home", icon=":material/home:", default=True)],
+        "Build": [
+            st.Page(PAGES["dataset"], title="Dataset", icon=":material/photo_library:"),
+            st.Page(PAGES["model"], title="Model", icon=":material/account_tree:"),
+            st.Page(PAGES["training"], title="Training", icon=":material/model_training:"),
+        ],
+        "Use": [
+            st.Page(PAGES["evaluation"], title="Evaluation", icon=":material/insights:"),
+            st.Page(PAGES["predict"], title="Predict", icon=":material/center_focus_strong:"),
+        ],
+    }
+)
+with st.sidebar:
+    st.caption("Transfer Learning Studio · pretrained Keras networks for your own images")
+navigation.run()

@@ -1,0 +1,73 @@
+"""Shared fixtures: a fresh workspace per test and a tiny image dataset to train on."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tlcore import runs
+from tlcore.workspace import open_workspace
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch):
+    """An empty workspace; workers started by the test are killed at the end."""
+    workspace = open_workspace(tmp_path / "workspace")
+    monkeypatch.setenv("TLS_WORKSPACE", str(workspace.root))
+    yield workspace
+    for record in runs.list_runs(workspace):
+        if record.status and record.status.pid:
+            try:
+                os.killpg(record.status.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def write_class_folders(root: Path, classes: dict[str, int], size: int = 24, seed: int = 0) -> Path:
+    """Writes ``root/<class>/<n>.png`` images whose colour depends on the class (learnable)."""
+    rng = np.random.default_rng(seed)
+    palette = [(220, 40, 40), (40, 200, 60), (50, 60, 220), (230, 200, 30), (150, 50, 200)]
+    for c, (name, count) in enumerate(classes.items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        base = np.array(palette[c % len(palette)], dtype=np.float32)
+        for i in range(count):
+            noise = rng.normal(0, 25, size=(size, size, 3))
+            pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"img_{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(ws, tmp_path):
+    """A 3-class dataset of 24 px images imported into ``ws``; returns its name."""
+    from tlcore import datasets
+
+    src = write_class_folders(tmp_path / "tiny", {"red": 20, "green": 20, "blue": 20})
+    ds = datasets.import_folder(ws, src, name="tiny")
+    return ds.name
+
+
+def tiny_config(dataset: str, **changes):
+    """A run that trains a small CNN for a couple of seconds."""
+    from tlcore.config import RunConfig
+
+    values = dict(
+        dataset=dataset,
+        backbone="SmallCNN",
+        weights="none",
+        image_size=32,
+        epochs=2,
+        batch_size=8,
+        flip="none",
+        strategy="full_fine_tune",
+    )
+    values.update(changes)
+    return RunConfig(**values)

@@ -1,0 +1,187 @@
+"""Keras callbacks that connect a training process to its run folder.
+
+Progress, cancellation and checkpoints are ordinary callbacks (as in Keras and
+fastai), so the same `model.fit` serves the CLI, the UI and tests.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import keras
+
+from tlcore import runs
+from tlcore.fileio import StorageError
+
+BATCH_EVENT_INTERVAL_S = 1.0  # the UI polls every second or two; more often is wasted I/O
+
+
+def _plain(logs: dict | None) -> dict:
+    return {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class ProgressLogger(keras.callbacks.Callback):
+    """Appends progress events to the run's ``progress.jsonl``.
+
+    Events (each a JSON line with ``event`` and ``time``):
+    ``phase_start`` (phase, phases, description, epochs), ``batch`` (phase, epoch,
+    batch, batches, images_per_sec, eta_s, logs) at most once a second, and
+    ``epoch_end`` (phase, epoch, epochs, logs, seconds) flushed every epoch.
+
+    Args:
+        run_dir: the run folder.
+        phase: 1-based index of the training phase this fit belongs to.
+        batch_size: images per batch, to report images/s.
+        steps_per_epoch: batches per epoch, for the in-epoch bar and ETA.
+        epoch_offset: epochs of earlier phases, so epochs count across phases.
+    """
+
+    def __init__(
+        self, run_dir, *, phase: int, batch_size: int, steps_per_epoch: int, epoch_offset: int = 0
+    ):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.phase = phase
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch_offset = epoch_offset
+        self._epoch = 0
+        self._epoch_start = 0.0
+        self._last_event = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._epoch_start = time.perf_counter()
+        self._last_event = self._epoch_start
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if now - self._last_event < BATCH_EVENT_INTERVAL_S:
+            return
+        self._last_event = now
+        done = batch + 1
+        elapsed = max(now - self._epoch_start, 1e-9)
+        runs.append_progress(
+            self.run_dir,
+            "batch",
+            phase=self.phase,
+            epoch=self.epoch_offset + self._epoch + 1,
+            batch=done,
+            batches=self.steps_per_epoch,
+            images_per_sec=round(done * self.batch_size / elapsed, 2),
+            eta_s=round(elapsed / done * max(self.steps_per_epoch - done, 0), 1),
+            logs=_plain(logs),
+        )
+
+    def on_epoch_end(self, epoch, logs=None):
+        runs.append_progress(
+            self.run_dir,
+            "epoch_end",
+            phase=self.phase,
+            epoch=self.epoch_offset + epoch + 1,
+            logs=_plain(logs),
+            seconds=round(time.perf_counter() - self._epoch_start, 3),
+        )
+
+
+class CancelOnRequest(keras.callbacks.Callback):
+    """Stops training at the next batch once the run's cancel mark appears."""
+
+    CHECK_INTERVAL_S = 0.25  # a stat() per batch is cheap, but tiny batches can be very fast
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.cancelled = False
+        self._last_check = 0.0
+
+    def _check(self):
+        now = time.perf_counter()
+        if now - self._last_check < self.CHECK_INTERVAL_S:
+            return
+        self._last_check = now
+        if runs.cancel_requested(self.run_dir):
+            self.cancelled = True
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._last_check = 0.0
+        self._check()
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training when the loss becomes NaN or infinite and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_loss_at: tuple[int, int] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_loss_at = (self._epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever the monitored metric improves, atomically.
+
+    The new file is written next to the old and moved over it, so a failed write (disk
+    full) leaves the previous best model intact; the failure is then raised.
+
+    Args:
+        path: the ``.keras`` file to keep the best model in.
+        monitor: the ``logs`` key to watch; falls back to ``loss`` when absent.
+        best: the best value seen before (when resuming), or None.
+    """
+
+    def __init__(self, path, *, monitor: str = "val_loss", best: float | None = None, save_fn=None):
+        super().__init__()
+        self.path = Path(path)
+        self.monitor = monitor
+        self.best = best
+        self.saved_epochs = 0
+        self._save = save_fn or (lambda model, target: model.save(target))
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = logs.get(self.monitor, logs.get("loss"))
+        if value is None or not math.isfinite(float(value)):
+            return
+        value = float(value)
+        if self.best is not None and value >= self.best:
+            return
+        tmp = self.path.with_name(f".{self.path.stem}.tmp.keras")
+        try:
+            self._save(self.model, tmp)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise StorageError(
+                exc.errno,
+                f"Could not save the best model to {self.path}: {exc.strerror or exc}. "
+                "The previous checkpoint is kept. Free disk space and resume the run.",
+            ) from exc
+        self.best = value
+        self.saved_epochs += 1

@@ -1,0 +1,109 @@
+"""Crash-safe file writes: every file a run or dataset produces goes through here.
+
+A reader (the UI, another process) must never see half a file, so whole files are
+written to a temporary sibling and moved into place with ``os.replace``; logs are
+append-only and flushed to disk per record.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class StorageError(OSError):
+    """A write failed for a reason the user can act on (disk full, no permission)."""
+
+
+def _explain(exc: OSError, path: Path) -> StorageError:
+    if exc.errno == errno.ENOSPC:
+        what = f"The disk is full: could not write {path}. Free some space and try again."
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        what = (
+            f"No permission to write {path}. Choose a writable workspace "
+            "(--workspace or TLS_WORKSPACE)."
+        )
+    else:
+        what = f"Could not write {path}: {exc.strerror or exc}."
+    err = StorageError(exc.errno, what)
+    err.filename = str(path)
+    return err
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` so that readers see the old file or the new, never half.
+
+    Raises:
+        StorageError: the disk is full or the folder is not writable; no temp file is left.
+    """
+    path = Path(path)
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as exc:
+        raise _explain(exc, path) from exc
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Writes UTF-8 ``text`` atomically (see `atomic_write_bytes`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Writes ``obj`` as indented JSON atomically (see `atomic_write_bytes`)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Reads a JSON file. Raises OSError or ValueError (json.JSONDecodeError) as is."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Appends one JSON line and forces it to disk, so a crash loses at most this record."""
+    path = Path(path)
+    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise _explain(exc, path) from exc
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Reads a JSON-lines file, skipping a torn last line left by a crash mid-write."""
+    records: list[dict] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        return []
+    return records

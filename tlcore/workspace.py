@@ -1,0 +1,86 @@
+"""The workspace: one folder holding every dataset, run and cache of this installation.
+
+Layout::
+
+    workspace/
+      datasets/<dataset_id>/dataset.json   (+ images, report, split)
+      runs/<run_id>/config.json, status.json, progress.jsonl, ...
+      cache/                               (feature and image caches; safe to delete)
+      index.sqlite                         (fast listing; rebuilt from the folders)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlcore.fileio import StorageError
+
+WORKSPACE_ENV = "TLS_WORKSPACE"
+DEFAULT_WORKSPACE = "workspace"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths inside one workspace folder. Create with `open_workspace`."""
+
+    root: Path
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / "datasets"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / "index.sqlite"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def dataset_dir(self, dataset_id: str) -> Path:
+        return self.datasets_dir / dataset_id
+
+    def free_disk_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+
+def resolve_workspace_path(path: str | os.PathLike | None = None) -> Path:
+    """The workspace folder: ``path`` if given, else ``$TLS_WORKSPACE``, else ``./workspace``."""
+    chosen = path or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+    return Path(chosen).expanduser().resolve()
+
+
+def open_workspace(path: str | os.PathLike | None = None) -> Workspace:
+    """Opens (creating if needed) a workspace and checks that it is writable.
+
+    Args:
+        path: the folder; defaults to ``$TLS_WORKSPACE`` or ``./workspace``.
+
+    Raises:
+        StorageError: the folder cannot be created or written, with what to do about it.
+    """
+    root = resolve_workspace_path(path)
+    ws = Workspace(root)
+    try:
+        for folder in (root, ws.datasets_dir, ws.runs_dir, ws.cache_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise StorageError(
+            exc.errno,
+            f"The workspace {root} is not writable ({exc.strerror or exc}). "
+            f"Point {WORKSPACE_ENV} or --workspace at a folder you can write to.",
+        ) from exc
+    return ws

@@ -1,0 +1,78 @@
+"""Chrome and helpers shared by every page."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from tlcore import jobs
+from tlcore.fileio import StorageError
+from tlcore.workspace import Workspace, open_workspace
+
+PAGES = {
+    "home": "pages/home.py",
+    "dataset": "pages/dataset.py",
+    "model": "pages/model.py",
+    "training": "pages/training.py",
+    "evaluation": "pages/evaluation.py",
+    "predict": "pages/predict.py",
+}
+
+STATE_COLORS = {
+    "queued": "gray",
+    "running": "blue",
+    "finished": "green",
+    "failed": "red",
+    "cancelled": "orange",
+    "interrupted": "violet",
+    "unreadable": "red",
+}
+
+
+@st.cache_resource(show_spinner=False)
+def _open_workspace_once() -> Workspace:
+    ws = open_workspace()
+    # A server (re)start is when runs orphaned by a dead worker are found and queued runs
+    # are picked up again.
+    jobs.schedule(ws)
+    return ws
+
+
+def workspace() -> Workspace:
+    """The workspace, opened once per server. Stops the page with guidance if unusable."""
+    try:
+        return _open_workspace_once()
+    except StorageError as exc:
+        st.error(f"**The workspace cannot be used.** {exc.strerror}")
+        st.stop()
+
+
+def page_header(title: str, subtitle: str) -> None:
+    st.title(title)
+    st.caption(subtitle)
+
+
+def empty_state(
+    message: str,
+    *,
+    action: str | None = None,
+    page: str | None = None,
+    icon: str = ":material/info:",
+) -> None:
+    """A friendly 'nothing here yet' box with a link to the step that fills it."""
+    with st.container(border=True):
+        st.markdown(f"{icon} {message}")
+        if action and page:
+            st.page_link(PAGES[page], label=action, icon=":material/arrow_forward:")
+
+
+def state_badge(state: str) -> str:
+    """Markdown for a coloured run-state badge."""
+    return f":{STATE_COLORS.get(state, 'gray')}-badge[{state}]"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
