@@ -6,7 +6,7 @@ import streamlit as st
 
 from tlcore import jobs
 from tlcore.fileio import StorageError
-from tlcore.workspace import Workspace, open_workspace
+from tlcore.workspace import Workspace, open_workspace, resolve_workspace_path
 
 PAGES = {
     "home": "pages/home.py",
@@ -29,8 +29,8 @@ STATE_COLORS = {
 
 
 @st.cache_resource(show_spinner=False)
-def _open_workspace_once() -> Workspace:
-    ws = open_workspace()
+def _open_workspace_once(path: str) -> Workspace:
+    ws = open_workspace(path)
     # A server (re)start is when runs orphaned by a dead worker are found and queued runs
     # are picked up again.
     jobs.schedule(ws)
@@ -40,7 +40,7 @@ def _open_workspace_once() -> Workspace:
 def workspace() -> Workspace:
     """The workspace, opened once per server. Stops the page with guidance if unusable."""
     try:
-        return _open_workspace_once()
+        return _open_workspace_once(str(resolve_workspace_path()))
     except StorageError as exc:
         st.error(f"**The workspace cannot be used.** {exc.strerror}")
         st.stop()

@@ -1,0 +1,53 @@
+"""The real-browser test: Chromium opens every page of a running studio."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server, wait_for_app_idle
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+PAGES = {
+    "": "Transfer Learning Studio",
+    "dataset": "Dataset",
+    "model": "Model",
+    "training": "Training",
+    "evaluation": "Evaluation",
+    "predict": "Predict",
+}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run scripts/ensure_chromium.sh")
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path) -> Path:
+    folder = Path(os.environ.get("TLS_SCREENSHOTS", tmp_path / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_every_page_opens_in_a_real_browser(browser, tmp_path, screenshots):
+    with streamlit_server(tmp_path / "workspace", tmp_path / "server.log") as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        for path, heading in PAGES.items():
+            page.goto(f"{url}/{path}")
+            wait_for_app_idle(page)
+            page.get_by_role("heading", name=heading).first.wait_for(timeout=60_000)
+            assert page.locator('[data-testid="stException"]').count() == 0
+            # No developer chrome for users: no Deploy button.
+            assert page.get_by_role("button", name="Deploy").count() == 0
+            page.screenshot(path=str(screenshots / f"page_{path or 'home'}.png"), full_page=True)
+        page.close()
