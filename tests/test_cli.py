@@ -1,0 +1,91 @@
+"""The command line, run as a user would: ``python -m tlcore`` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT, tiny_config
+from tlcore import cli, runs
+
+SUBCOMMANDS = [
+    [], ["datasets"], ["datasets", "import"], ["datasets", "list"], ["datasets", "show"],
+    ["datasets", "delete"], ["train"], ["runs"], ["runs", "list"], ["runs", "show"],
+    ["runs", "cancel"], ["runs", "resume"], ["evaluate"], ["predict"], ["export"],
+]
+
+
+def tlcore(ws, *args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "tlcore", "--workspace", str(ws.root), *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("words", SUBCOMMANDS, ids=lambda w: " ".join(w) or "top")
+def test_every_command_has_help(words, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([*words, "--help"])
+    assert info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_invalid_value_exits_non_zero_naming_field_and_value(ws, capsys):
+    code = cli.main(["--workspace", str(ws.root), "train", "--set", "dataset=x",
+                     "--set", "learning_rate=-3"])
+    assert code == 2
+    assert "learning_rate=-3" in capsys.readouterr().err
+
+
+def test_unknown_dataset_is_refused_before_a_run_is_made(ws, capsys):
+    code = cli.main(["--workspace", str(ws.root), "train", "--dataset", "ghost"])
+    assert code == 2
+    assert "ghost" in capsys.readouterr().err
+    assert runs.list_runs(ws) == []
+
+
+def test_config_file_with_overrides(ws, tmp_path, capsys):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"dataset": "x", "epochs": "many"}))
+    assert cli.main(["--workspace", str(ws.root), "train", "--config", str(path)]) == 2
+    assert "epochs" in capsys.readouterr().err
+    path.write_text("{broken")
+    assert cli.main(["--workspace", str(ws.root), "train", "--config", str(path)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_runs_list_show_and_unknown_run(ws, capsys):
+    record = runs.create_run(ws, tiny_config("tiny", name="listed"))
+    assert cli.main(["--workspace", str(ws.root), "runs", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["id"] == record.id and rows[0]["state"] == "queued"
+    assert cli.main(["--workspace", str(ws.root), "runs", "show", record.id]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["name"] == "listed"
+    assert cli.main(["--workspace", str(ws.root), "runs", "show", "nope"]) == 2
+    assert "No run with id 'nope'" in capsys.readouterr().err
+
+
+def test_rebuild_index(ws, capsys):
+    runs.create_run(ws, tiny_config("tiny"))
+    ws.index_path.unlink()
+    assert cli.main(["--workspace", str(ws.root), "runs", "rebuild-index"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == 1
+
+
+@pytest.mark.slow
+def test_train_in_the_foreground_prints_progress_and_one_json_line(ws, tiny_dataset):
+    result = tlcore(ws, "train", "--dataset", tiny_dataset, "--set", "backbone=SmallCNN",
+                    "--set", "weights=none", "--set", "image_size=32", "--set", "epochs=2",
+                    "--set", "batch_size=8", "--set", "strategy=full_fine_tune")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    final = json.loads(lines[0])
+    assert final["status"] == "finished"
+    assert final["metrics"]["epochs_completed"] == 2
+    assert "epoch 2/2" in result.stderr  # the progress bar
+    run_dir = ws.run_dir(final["run_id"])
+    assert (run_dir / "model.keras").exists() and (run_dir / "history.json").exists()
