@@ -9,10 +9,10 @@ outright (SIGKILL, power loss) is found dead by `jobs.reconcile` and marked
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 from tlcore import jobs, runs
 from tlcore.workspace import Workspace
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 2:
         print("usage: python -m tlcore.worker WORKSPACE RUN_ID", file=sys.stderr)
         return 2
-    ws, run_id = Workspace(os.path.abspath(argv[0])), argv[1]
+    ws, run_id = Workspace(Path(argv[0]).resolve()), argv[1]
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         from tlcore.train import train_run  # imports TensorFlow: after the signal handler
