@@ -42,7 +42,9 @@ def _cluster_from_tf_config() -> dict | None:
     try:
         cluster = json.loads(raw).get("cluster")
     except (ValueError, AttributeError):
-        raise ValueError(f"TF_CONFIG is not valid JSON. Received: TF_CONFIG={raw[:200]!r}") from None
+        raise ValueError(
+            f"TF_CONFIG is not valid JSON. Received: TF_CONFIG={raw[:200]!r}"
+        ) from None
     return cluster or None
 
 

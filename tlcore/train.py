@@ -5,6 +5,10 @@ model and the input pipelines, runs each training phase (one, or two for the
 two-phase strategy) through `model.fit` with the run folder's callbacks, and writes
 the results back into the folder. A resumed run skips finished phases and continues
 the interrupted one from its last completed epoch (Keras `BackupAndRestore`).
+
+A phase whose backbone is frozen, with no augmentation before it, trains only the head
+on features computed once and cached (`tlcore.features`); the saved model is still the
+whole model, taking raw images.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tlcore import runs
+from tlcore.config import RunConfig
 from tlcore.fileio import atomic_write_json
 from tlcore.workspace import Workspace
 
@@ -37,10 +42,6 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
-def _completed_phases(run_dir: Path) -> set[int]:
-    return {e["phase"] for e in runs.read_progress(run_dir) if e.get("event") == "phase_end"}
-
-
 def epoch_history(run_dir: Path) -> list[dict]:
     """One row per completed epoch across phases and resumes (the last record wins)."""
     rows: dict[int, dict] = {}
@@ -49,8 +50,13 @@ def epoch_history(run_dir: Path) -> list[dict]:
             rows[event["epoch"]] = {
                 "epoch": event["epoch"],
                 "phase": event.get("phase", 1),
+                "seconds": event.get("seconds"),
             } | event.get("logs", {})
     return [rows[k] for k in sorted(rows)]
+
+
+def _completed_phases(run_dir: Path) -> set[int]:
+    return {e["phase"] for e in runs.read_progress(run_dir) if e.get("event") == "phase_end"}
 
 
 def _best_so_far(run_dir: Path, monitor: str) -> float | None:
@@ -59,14 +65,15 @@ def _best_so_far(run_dir: Path, monitor: str) -> float | None:
     return min(finite) if finite else None
 
 
-def _class_weights(labels: list[int], num_classes: int) -> dict[int, float]:
-    """sklearn's 'balanced' rule: n_samples / (n_classes * count_c)."""
+def class_weights(labels, num_classes: int) -> dict[int, float]:
+    """scikit-learn's 'balanced' rule: n_samples / (n_classes * count_of_class)."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
     total = counts.sum()
     return {c: float(total / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
 
 
-def _make_optimizer(config, learning_rate, steps_total: int):
+def make_optimizer(config: RunConfig, learning_rate: float, steps_total: int):
+    """The optimizer of ``config`` at ``learning_rate`` (cosine-decayed over the phase)."""
     import keras
 
     lr = learning_rate
@@ -81,6 +88,37 @@ def _make_optimizer(config, learning_rate, steps_total: int):
     return keras.optimizers.RMSprop(lr, momentum=config.momentum)
 
 
+def resolve_run_weights(ws: Workspace, config: RunConfig) -> Path | None:
+    """For weights ``run:<id>``: that run's model file, which must be finished."""
+    if config.weights_kind != "run":
+        return None
+    source = runs.read_run(ws, config.weights_ref)
+    path = source.dir / runs.MODEL_FILE
+    if source.state != runs.FINISHED or not path.exists():
+        raise TrainingError(
+            f"Weights 'run:{source.id}' need a finished run with a saved model; that run is "
+            f"{source.state}. Choose a finished run or other weights."
+        )
+    return path
+
+
+@dataclass
+class _Context:
+    """What every phase of one run shares."""
+
+    ws: Workspace
+    run_dir: Path
+    config: RunConfig
+    dataset: object
+    model: object
+    strategy: object
+    image_size: int
+    num_classes: int
+    checkpoint: object
+    class_weight: dict | None
+    run_model_path: Path | None
+
+
 def train_run(ws: Workspace, run_id: str) -> TrainResult:
     """Trains the run ``run_id`` in this process and records the outcome in its folder.
 
@@ -89,11 +127,9 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
         Exception: anything else (out of memory, missing weights) propagates to the worker,
             which records it as the failure reason.
     """
-    import keras
-    import tensorflow as tf
 
     from tlcore import callbacks as cb
-    from tlcore import datasets, models, pipeline
+    from tlcore import datasets, distribution, models
 
     record = runs.read_run(ws, run_id)
     config, run_dir = record.config, record.dir
@@ -101,51 +137,48 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
 
     dataset = datasets.load_dataset(ws, config.dataset)
     classes = list(dataset.classes)
-    atomic_write_json(run_dir / CLASSES_FILE, {"classes": classes, "dataset_id": dataset.id})
-    keras.utils.set_random_seed(config.seed)
-
-    model = models.build_model(config, len(classes))
-    image_size = int(model.input_shape[1])
+    atomic_write_json(
+        run_dir / CLASSES_FILE,
+        {"classes": classes, "dataset_id": dataset.id, "dataset_hash": dataset.content_hash},
+    )
     train_items = dataset.items("train")
-    val_items = dataset.items("val")
     if not train_items:
         raise TrainingError(f"Dataset {dataset.name!r} has no training images.")
-    train_ds = pipeline.make_image_dataset(
-        train_items,
-        image_size=image_size,
-        batch_size=config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-    )
-    val_ds = (
-        pipeline.make_image_dataset(
-            val_items,
-            image_size=image_size,
-            batch_size=config.batch_size,
-            shuffle=False,
-            seed=config.seed,
-        )
-        if val_items
-        else None
-    )
-    num_classes = len(classes)
-    to_one_hot = lambda x, y: (x, tf.one_hot(y, num_classes))
-    train_ds = train_ds.map(to_one_hot)
-    val_ds = val_ds.map(to_one_hot) if val_ds is not None else None
-    steps = math.ceil(len(train_items) / config.batch_size)
-    class_weight = (
-        _class_weights([i.label for i in train_items], num_classes)
-        if config.class_weights == "balanced"
-        else None
+    run_model_path = resolve_run_weights(ws, config)
+
+    distribution.split_cpu_for_testing()
+    placement = distribution.choose_placement(config.distribution, config.mixed_precision)
+    runs.append_progress(run_dir, "placement", description=placement.description)
+    with placement.strategy.scope():
+        model = models.build_model(config, len(classes), run_model_path=run_model_path)
+    has_val = bool(dataset.items("val"))
+    monitor = "val_loss" if has_val else "loss"
+    ctx = _Context(
+        ws=ws,
+        run_dir=run_dir,
+        config=config,
+        dataset=dataset,
+        model=model,
+        strategy=placement.strategy,
+        image_size=int(model.input_shape[1]),
+        num_classes=len(classes),
+        # Saves the whole model, also in phases that fit only the head on cached features.
+        checkpoint=cb.BestModelCheckpoint(
+            run_dir / runs.MODEL_FILE,
+            monitor=monitor,
+            best=_best_so_far(run_dir, monitor),
+            save_fn=lambda _fitted, target: model.save(target),
+        ),
+        class_weight=(
+            class_weights([i.label for i in train_items], len(classes))
+            if config.class_weights == "balanced"
+            else None
+        ),
+        run_model_path=run_model_path,
     )
 
-    monitor = "val_loss" if val_ds is not None else "loss"
-    checkpoint = cb.BestModelCheckpoint(
-        run_dir / runs.MODEL_FILE, monitor=monitor, best=_best_so_far(run_dir, monitor)
-    )
     phases = models.training_phases(config)
     done = _completed_phases(run_dir)
-    epoch_offset = 0
     started = time.perf_counter()
     cancelled = False
     for phase in phases:
@@ -153,7 +186,6 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
         models.apply_phase(model, config, phase)
         if phase.index in done and phase_weights.exists():
             model.load_weights(phase_weights)
-            epoch_offset += phase.epochs
             continue
         runs.append_progress(
             run_dir,
@@ -162,60 +194,16 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
             phases=len(phases),
             description=phase.description,
             epochs=phase.epochs,
+            feature_cache=models.uses_feature_cache(config, phase),
         )
-        model.compile(
-            optimizer=_make_optimizer(config, phase.learning_rate, steps * phase.epochs),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=["accuracy"],
-        )
-        cancel = cb.CancelOnRequest(run_dir)
-        nan = cb.StopOnNaN()
-        fit_callbacks = [
-            keras.callbacks.BackupAndRestore(
-                str(run_dir / BACKUP_DIR / f"phase{phase.index}"),
-                double_checkpoint=True,
-                delete_checkpoint=False,  # kept after a cancel, so the run can resume
-            ),
-            cb.ProgressLogger(
-                run_dir,
-                phase=phase.index,
-                batch_size=config.batch_size,
-                steps_per_epoch=steps,
-                epoch_offset=epoch_offset,
-            ),
-            checkpoint,
-            cancel,
-            nan,
-            keras.callbacks.TensorBoard(str(run_dir / TENSORBOARD_DIR), update_freq="epoch"),
-        ]
-        if config.lr_schedule == "plateau" and val_ds is not None:
-            fit_callbacks.append(keras.callbacks.ReduceLROnPlateau(patience=2, factor=0.3))
-        if config.early_stopping_patience and val_ds is not None:
-            fit_callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    patience=config.early_stopping_patience, restore_best_weights=True
-                )
-            )
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=phase.epochs,
-            callbacks=fit_callbacks,
-            class_weight=class_weight,
-            verbose=0,
-        )
-        if nan.bad_loss_at is not None:
-            epoch, batch = nan.bad_loss_at
-            raise TrainingError(
-                f"The loss became NaN at epoch {epoch + epoch_offset}, batch {batch}. "
-                "Lower the learning rate, or check the images. The best model so far is kept."
-            )
-        if cancel.cancelled:
-            cancelled = True
+        if models.uses_feature_cache(config, phase):
+            cancelled = _fit_head_on_cached_features(ctx, phase)
+        else:
+            cancelled = _fit_full_model(ctx, phase)
+        if cancelled:
             break
         model.save_weights(phase_weights)
         runs.append_progress(run_dir, "phase_end", phase=phase.index)
-        epoch_offset += phase.epochs
 
     history = epoch_history(run_dir)
     atomic_write_json(run_dir / runs.HISTORY_FILE, {"epochs": history})
@@ -223,23 +211,179 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
     if cancelled:
         return TrainResult(runs.CANCELLED, summary)
     if not (run_dir / runs.MODEL_FILE).exists():
-        # No epoch produced a finite monitored value; keep the last weights rather than nothing.
+        # No epoch gave a finite monitored value; keep the last weights rather than nothing.
         model.save(run_dir / runs.MODEL_FILE)
     atomic_write_json(run_dir / runs.METRICS_FILE, summary)
     return TrainResult(runs.FINISHED, summary)
 
 
+def _fit_callbacks(ctx: _Context, phase, steps: int) -> tuple[list, object, object]:
+    import keras
+
+    from tlcore import callbacks as cb
+
+    cancel = cb.CancelOnRequest(ctx.run_dir)
+    nan = cb.StopOnNaN()
+    has_val = bool(ctx.dataset.items("val"))
+    callbacks = [
+        keras.callbacks.BackupAndRestore(
+            str(ctx.run_dir / BACKUP_DIR / f"phase{phase.index}"),
+            double_checkpoint=True,
+            delete_checkpoint=False,  # kept after a cancel, so the run can resume
+        ),
+        cb.ProgressLogger(
+            ctx.run_dir,
+            phase=phase.index,
+            batch_size=ctx.config.batch_size,
+            steps_per_epoch=steps,
+            epoch_offset=phase.initial_epoch,
+        ),
+        ctx.checkpoint,
+        cancel,
+        nan,
+        keras.callbacks.TensorBoard(str(ctx.run_dir / TENSORBOARD_DIR), update_freq="epoch"),
+    ]
+    if ctx.config.lr_schedule == "plateau" and has_val:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(patience=2, factor=0.3))
+    if ctx.config.early_stopping_patience and has_val:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                patience=ctx.config.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    return callbacks, cancel, nan
+
+
+def _compile(ctx: _Context, fit_model, phase, steps: int) -> None:
+    import keras
+
+    with ctx.strategy.scope():
+        fit_model.compile(
+            optimizer=make_optimizer(ctx.config, phase.learning_rate, steps * phase.epochs),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=ctx.config.label_smoothing),
+            metrics=["accuracy"],
+        )
+
+
+def _check_outcome(ctx: _Context, phase, nan, cancel) -> bool:
+    if nan.bad_loss_at is not None:
+        epoch, batch = nan.bad_loss_at
+        raise TrainingError(
+            f"The loss became NaN at epoch {epoch + phase.initial_epoch}, batch {batch}. "
+            "Lower the learning rate, or check the images. The best model so far is kept."
+        )
+    return cancel.cancelled
+
+
+def _image_batches(ctx: _Context, split: str, *, shuffle: bool, one_hot: bool):
+    import tensorflow as tf
+
+    from tlcore import pipeline
+
+    items = ctx.dataset.items(split)
+    if not items:
+        return None
+    ds = pipeline.make_image_dataset(
+        items,
+        image_size=ctx.image_size,
+        batch_size=ctx.config.batch_size,
+        shuffle=shuffle,
+        seed=ctx.config.seed,
+    )
+    if one_hot:
+        num_classes = ctx.num_classes
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)))
+    return ds
+
+
+def _fit_full_model(ctx: _Context, phase) -> bool:
+    """One phase of `model.fit` over the image pipeline. Returns True if cancelled."""
+    steps = math.ceil(len(ctx.dataset.items("train")) / ctx.config.batch_size)
+    _compile(ctx, ctx.model, phase, steps)
+    callbacks, cancel, nan = _fit_callbacks(ctx, phase, steps)
+    ctx.model.fit(
+        _image_batches(ctx, "train", shuffle=True, one_hot=True),
+        validation_data=_image_batches(ctx, "val", shuffle=False, one_hot=True),
+        epochs=phase.epochs,
+        callbacks=callbacks,
+        class_weight=ctx.class_weight,
+        verbose=0,
+    )
+    return _check_outcome(ctx, phase, nan, cancel)
+
+
+def _cached_split(ctx: _Context, split: str, extractor):
+    from tlcore import features
+
+    items = ctx.dataset.items(split)
+    if not items:
+        return None
+    key = features.cache_key(
+        ctx.dataset.content_hash,
+        split,
+        ctx.config,
+        ctx.image_size,
+        features.weights_identity(ctx.config, ctx.run_model_path),
+    )
+    total = math.ceil(len(items) / ctx.config.batch_size)
+
+    def report(done: int, of: int) -> None:
+        if done == of or done % 5 == 0:
+            runs.append_progress(ctx.run_dir, "caching", split=split, batch=done, batches=of)
+
+    feats, reused = features.load_or_compute(
+        ctx.ws,
+        key,
+        [i.label for i in items],
+        lambda images: extractor(images, training=False),
+        _image_batches(ctx, split, shuffle=False, one_hot=False),
+        total,
+        progress=report,
+    )
+    runs.append_progress(
+        ctx.run_dir, "features_ready", split=split, reused=reused, shape=list(feats.shape)
+    )
+    labels = np.asarray([i.label for i in items])
+    return np.asarray(feats), np.eye(ctx.num_classes, dtype=np.float32)[labels]
+
+
+def _fit_head_on_cached_features(ctx: _Context, phase) -> bool:
+    """Trains only the head on cached backbone features. Returns True if cancelled."""
+    from tlcore import models
+
+    extractor = models.feature_extractor(ctx.model)
+    x_train, y_train = _cached_split(ctx, "train", extractor)
+    val = _cached_split(ctx, "val", extractor)
+    head = models.head_model(ctx.model)
+    steps = math.ceil(len(x_train) / ctx.config.batch_size)
+    _compile(ctx, head, phase, steps)
+    callbacks, cancel, nan = _fit_callbacks(ctx, phase, steps)
+    head.fit(
+        x_train,
+        y_train,
+        validation_data=val,
+        batch_size=ctx.config.batch_size,
+        epochs=phase.epochs,
+        shuffle=True,
+        callbacks=callbacks,
+        class_weight=ctx.class_weight,
+        verbose=0,
+    )
+    return _check_outcome(ctx, phase, nan, cancel)
+
+
 def _summary(history: list[dict], seconds: float, model) -> dict:
     last = history[-1] if history else {}
-    best_val = max((row.get("val_accuracy", float("nan")) for row in history), default=None)
+    val_accs = [row["val_accuracy"] for row in history if "val_accuracy" in row]
     return {
         "epochs_completed": len(history),
         "accuracy": last.get("accuracy"),
         "loss": last.get("loss"),
         "val_accuracy": last.get("val_accuracy"),
         "val_loss": last.get("val_loss"),
-        "best_val_accuracy": best_val if best_val is None or math.isfinite(best_val) else None,
-        "train_seconds_this_session": round(seconds, 2),
+        "best_val_accuracy": max(val_accs) if val_accs else None,
+        "train_seconds": round(sum(row.get("seconds") or 0 for row in history), 2),
+        "wall_seconds_this_session": round(seconds, 2),
         "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
         "total_params": int(model.count_params()),
     }
