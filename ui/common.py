@@ -8,13 +8,16 @@ from tlcore import jobs
 from tlcore.fileio import StorageError
 from tlcore.workspace import Workspace, open_workspace, resolve_workspace_path
 
+# The page scripts live in views/, not pages/: with a pages/ folder beside app.py,
+# Streamlit runs its legacy folder navigation for the first deep link after a server start
+# (e.g. reloading /training), bypassing app.py's st.navigation and page config.
 PAGES = {
-    "home": "pages/home.py",
-    "dataset": "pages/dataset.py",
-    "model": "pages/model.py",
-    "training": "pages/training.py",
-    "evaluation": "pages/evaluation.py",
-    "predict": "pages/predict.py",
+    "home": "views/home.py",
+    "dataset": "views/dataset.py",
+    "model": "views/model.py",
+    "training": "views/training.py",
+    "evaluation": "views/evaluation.py",
+    "predict": "views/predict.py",
 }
 
 STATE_COLORS = {
