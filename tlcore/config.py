@@ -174,8 +174,9 @@ class RunConfig:
         _choice("class_weights", self.class_weights, CLASS_WEIGHTS)
         _float_range("label_smoothing", self.label_smoothing, 0.0, 0.5)
         _choice("flip", self.flip, FLIP_MODES)
-        for name in ("rotation", "zoom", "translation", "contrast", "brightness"):
+        for name in ("rotation", "translation", "contrast", "brightness"):
             _float_range(name, getattr(self, name), 0.0, 1.0)
+        _float_range("zoom", self.zoom, 0.0, 0.9)  # zooming in by 100% leaves no image
         _int_range("seed", self.seed, 0, 2**31 - 1)
         _bool("feature_cache", self.feature_cache)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)

@@ -290,6 +290,11 @@ def _image_batches(ctx: _Context, split: str, *, shuffle: bool, one_hot: bool):
         shuffle=shuffle,
         seed=ctx.config.seed,
     )
+    if ctx.strategy.num_replicas_in_sync > 1:
+        # A short last batch can leave a replica with zero images, which batch-norm layers
+        # reject; with several replicas every batch is full (at most batch_size-1 images
+        # of a split sit out each epoch, a different few each epoch when shuffled).
+        ds = ds.rebatch(ctx.config.batch_size, drop_remainder=True)
     if one_hot:
         num_classes = ctx.num_classes
         ds = ds.map(lambda x, y: (x, tf.one_hot(y, num_classes)))

@@ -1,0 +1,142 @@
+"""Training recipes, the cached-feature fast path and training faults (issue 5)."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+
+from tests.conftest import tiny_config
+from tlcore import callbacks, jobs, runs, train
+from tlcore.fileio import StorageError
+
+RUN_TIMEOUT_S = 300
+
+
+def _train_in_process(ws, config):
+    """Runs a whole training in this process, as the worker would."""
+    record = runs.create_run(ws, config)
+    runs.set_state(ws, record.id, "running")
+    result = train.train_run(ws, record.id)
+    return record.id, result
+
+
+def _events(ws, run_id, name):
+    return [e for e in runs.read_progress(ws.run_dir(run_id)) if e["event"] == name]
+
+
+def test_balanced_class_weights_follow_sklearns_rule():
+    weights = train.class_weights([0, 0, 0, 1], 2)
+    assert weights == pytest.approx({0: 4 / (2 * 3), 1: 4 / (2 * 1)})
+
+
+@pytest.mark.slow
+def test_frozen_backbone_trains_the_head_on_cached_features_and_reuses_them(ws, tiny_dataset):
+    config = tiny_config(tiny_dataset, strategy="feature_extraction", epochs=3)
+    first, result = _train_in_process(ws, config)
+    assert result.state == "finished"
+    ready = _events(ws, first, "features_ready")
+    assert {e["split"] for e in ready} == {"train", "val"}
+    assert not any(e["reused"] for e in ready)
+    assert _events(ws, first, "phase_start")[0]["feature_cache"] is True
+
+    second, _ = _train_in_process(ws, config.replace(name="again"))
+    assert all(e["reused"] for e in _events(ws, second, "features_ready"))
+
+    # The saved model is the whole model: it takes raw images.
+    from tlcore import datasets, models, pipeline
+
+    model = models.load_model(ws.run_dir(first) / "model.keras")
+    assert model.input_shape == (None, 32, 32, 3)
+    items = datasets.load_dataset(ws, tiny_dataset).items("val")
+    images = pipeline.load_images_array(items, 32)
+    assert model.predict(images, verbose=0).shape == (len(items), 3)
+
+
+@pytest.mark.slow
+def test_augmentation_turns_the_cache_off(ws, tiny_dataset):
+    config = tiny_config(tiny_dataset, strategy="feature_extraction", epochs=1, flip="horizontal")
+    run_id, result = _train_in_process(ws, config)
+    assert result.state == "finished"
+    assert _events(ws, run_id, "phase_start")[0]["feature_cache"] is False
+    assert _events(ws, run_id, "features_ready") == []
+
+
+@pytest.mark.slow
+def test_two_phase_runs_both_phases_with_their_descriptions(ws, tiny_dataset):
+    config = tiny_config(
+        tiny_dataset, strategy="two_phase", epochs=2, fine_tune_epochs=2, unfreeze=1
+    )
+    run_id, result = _train_in_process(ws, config)
+    assert result.state == "finished"
+    starts = _events(ws, run_id, "phase_start")
+    assert [s["phase"] for s in starts] == [1, 2]
+    assert starts[1]["description"].startswith("phase 2 of 2")
+    epochs = [(e["phase"], e["epoch"]) for e in _events(ws, run_id, "epoch_end")]
+    assert epochs == [(1, 1), (1, 2), (2, 3), (2, 4)]
+    history = json.loads((ws.run_dir(run_id) / "history.json").read_text())["epochs"]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_same_seed_repeats_the_numbers_on_cpu(ws, tiny_dataset):
+    config = tiny_config(tiny_dataset, epochs=2)
+    a, _ = _train_in_process(ws, config)
+    b, _ = _train_in_process(ws, config)
+    loss_a = [e["logs"]["loss"] for e in _events(ws, a, "epoch_end")]
+    loss_b = [e["logs"]["loss"] for e in _events(ws, b, "epoch_end")]
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_nan_loss_fails_the_run_with_that_reason_and_keeps_the_best_model(ws, tiny_dataset):
+    config = tiny_config(
+        tiny_dataset, optimizer="sgd", learning_rate=10.0, momentum=0.99, epochs=30
+    )
+    run_id = jobs.submit(ws, config)
+    record = jobs.wait_for(ws, run_id, timeout=RUN_TIMEOUT_S)
+    assert record.state == "failed"
+    assert "NaN" in record.status.error and "learning rate" in record.status.error
+
+
+def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = tmp_path / "model.keras"
+    calls = []
+
+    def flaky_save(m, target):
+        calls.append(target)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        m.save(target)
+
+    checkpoint = callbacks.BestModelCheckpoint(path, save_fn=flaky_save)
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"val_loss": 1.0})
+    before = path.read_bytes()
+    with pytest.raises(StorageError, match="previous checkpoint is kept"):
+        checkpoint.on_epoch_end(1, {"val_loss": 0.5})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_logical_cpus(ws, tiny_dataset, monkeypatch):
+    monkeypatch.setenv("TLS_LOGICAL_CPUS", "2")
+    run_id = jobs.submit(ws, tiny_config(tiny_dataset, epochs=2, distribution="mirrored"))
+    record = jobs.wait_for(ws, run_id, timeout=RUN_TIMEOUT_S)
+    assert record.state == "finished", record.status.error
+    placement = _events(ws, run_id, "placement")[0]["description"]
+    assert "2 CPU device(s)" in placement and "2 replica(s)" in placement
+
+
+def test_missing_weights_run_is_refused_clearly(ws):
+    config = tiny_config("tiny", weights="run:20990101-000000-abcdef")
+    with pytest.raises(runs.RunNotFoundError, match="No run with id"):
+        train.resolve_run_weights(ws, config)
+    source = runs.create_run(ws, tiny_config("tiny"))
+    with pytest.raises(train.TrainingError, match="finished run"):
+        train.resolve_run_weights(ws, tiny_config("tiny", weights=f"run:{source.id}"))

@@ -1,0 +1,867 @@
+"""The backbone registry: per-architecture facts as data, in one table.
+
+Like fastai's ``model_meta``, everything the rest of the package needs to know about a
+backbone lives in `BACKBONES`: how to build it, how it wants its pixels, which sizes it
+accepts, how its layers group into blocks (for "unfreeze the last N blocks"), which
+layers end its stages (for feature fusion), which ImageNet weights file Keras downloads
+for it, and how fast it runs on a small CPU machine (for the page's estimates).
+
+Facts were read from ``keras/src/applications/*.py`` (Keras 3.15) and measured on a
+2-core CPU at 224x224, batch 16, forward pass only.
+
+Two small Keras layers live here too, because they belong to the backbone side of the
+model and must be importable wherever a saved model is loaded: `Preprocess` (the
+backbone's own pixel preprocessing, as a serializable layer rather than a ``Lambda``)
+and `FeaturePooling` (global pooling of one or more stage outputs into one vector).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+_APPS = keras.applications
+_GCS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+SPEED_REFERENCE_SIZE = 224
+MOBILENET_V1_ALPHA_TEXT = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What the package knows about one backbone architecture.
+
+    Attributes:
+        name: registry key, as in ``RunConfig.backbone``.
+        display_name: name for people.
+        family: architecture family (groups variants on the page).
+        constructor: builds the network, called like a ``keras.applications`` function
+            (``include_top=False, weights=None, input_shape=..., [alpha=...]``).
+        preprocess: the architecture's own ``keras.applications.<module>.preprocess_input``
+            (for code that preprocesses outside the model).
+        preprocess_mode: what `Preprocess` does inside our model: ``"caffe"`` (RGB→BGR,
+            subtract the ImageNet mean), ``"tf"`` (scale to [-1, 1]), ``"torch"`` (scale
+            to [0, 1], normalise by ImageNet mean/std) or ``"none"``.
+        preprocess_in_model: True where Keras 3 puts the rescaling inside the network
+            itself (EfficientNet, EfficientNetV2, ConvNeXt, MobileNetV3); their
+            ``preprocess_input`` is then a pass-through and raw [0, 255] pixels go in.
+        default_size: input side Keras uses by default (and the ImageNet training size).
+        min_size: smallest input side the architecture accepts.
+        flexible_size: any side from ``min_size`` up works (True for every no-top model).
+        params: parameters without the classifier top, at alpha 1.0.
+        feature_channels: channels of the last feature map, at alpha 1.0.
+        alphas: width multipliers Keras ships ImageNet weights for; empty when the
+            architecture has no width multiplier. Other alphas build with random weights.
+        block_patterns: ``(regex, template)`` pairs: the first regex that matches a layer
+            name (``re.search``) gives its block, ``match.expand(template)``.
+        unmatched: block of a layer no pattern names (auto-named layers such as
+            ``re_lu_3``): ``"previous"`` named layer's block, or ``"next"``.
+        num_blocks: how many blocks the patterns produce (checked by the tests).
+        stage_blocks: regexes on block names, shallow to deep; the last layer of the
+            last block matching each one ends a stage. The network's output is always the
+            final stage and is not listed. Feature fusion uses the last N stages.
+        weights_url: URL template of the no-top ImageNet weights (None: no weights);
+            placeholders ``{alpha}``, ``{alpha_v1}``, ``{rows}``. The file name Keras
+            caches under ``$KERAS_HOME/models`` is the URL's last part.
+        weights_hashes: alpha → md5/sha256 Keras checks the file against (empty: none).
+        weights_sizes: input sides Keras ships separate weights for; other sides load
+            the 224 file (empty: one file for all sides).
+        imagenet_rescaling: Keras adds a ``Rescaling(1/sqrt(stddev))`` after the
+            normalisation layer only when it loads ImageNet weights (EfficientNet B0-B3);
+            `build_base` always adds it, so every weight source fits one layout.
+        speed_224: forward images/second at 224x224 on 2 CPU cores (batch 16).
+        activation_mb_224: forward activations per image at 224x224, MB (float32).
+        notes: anything a user should know.
+    """
+
+    name: str
+    display_name: str
+    family: str
+    constructor: Callable[..., keras.Model]
+    preprocess: Callable
+    preprocess_mode: str
+    preprocess_in_model: bool
+    default_size: int
+    min_size: int
+    params: int
+    feature_channels: int
+    block_patterns: tuple[tuple[str, str], ...]
+    num_blocks: int
+    stage_blocks: tuple[str, ...]
+    speed_224: float
+    activation_mb_224: float
+    flexible_size: bool = True
+    alphas: tuple[float, ...] = ()
+    unmatched: str = "previous"
+    weights_url: str | None = None
+    weights_hashes: dict = field(default_factory=dict)
+    weights_sizes: tuple[int, ...] = ()
+    imagenet_rescaling: bool = False
+    notes: str = ""
+
+    def __hash__(self) -> int:  # the weights_hashes dict would make the generated one fail
+        return hash(self.name)
+
+    @property
+    def has_alpha(self) -> bool:
+        """Whether the architecture has a width multiplier (``alpha``)."""
+        return bool(self.alphas)
+
+    @property
+    def has_imagenet_weights(self) -> bool:
+        return self.weights_url is not None
+
+    @property
+    def max_fusion_stages(self) -> int:
+        """How many stages feature fusion can concatenate."""
+        return len(self.stage_blocks) + 1
+
+    def weights_rows(self, image_size: int) -> int:
+        """The input side of the ImageNet file Keras picks for ``image_size``."""
+        if not self.weights_sizes:
+            return self.default_size
+        return image_size if image_size in self.weights_sizes else 224
+
+    def weights_url_for(self, alpha: float = 1.0, image_size: int = 0) -> str:
+        """URL of the no-top ImageNet weights file for this alpha and input side."""
+        if self.weights_url is None:
+            raise ValueError(f"{self.name} has no ImageNet weights.")
+        alpha = float(alpha)
+        return self.weights_url.format(
+            alpha=alpha,
+            alpha_v1=MOBILENET_V1_ALPHA_TEXT.get(alpha, "2_5"),
+            rows=self.weights_rows(image_size or self.default_size),
+        )
+
+    def weights_filename(self, alpha: float = 1.0, image_size: int = 0) -> str:
+        """File name Keras caches the weights under (in ``$KERAS_HOME/models``)."""
+        return self.weights_url_for(alpha, image_size).rsplit("/", 1)[1]
+
+    def weights_hash(self, alpha: float = 1.0) -> str | None:
+        return self.weights_hashes.get(float(alpha))
+
+
+# -- our own tiny network ----------------------------------------------------------------
+SMALL_CNN_FILTERS = (16, 32, 64, 128)
+
+
+def SmallCNN(
+    include_top: bool = False,
+    weights: str | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    name: str = "small_cnn",
+) -> keras.Model:
+    """A tiny plain conv net (4 blocks of conv-BN-ReLU, ~100k parameters), no top.
+
+    For tests and fast demos. It has no pretrained weights: ``weights`` must be None.
+
+    Args:
+        include_top: must be False (the head is ours).
+        weights: must be None.
+        input_shape: ``(side, side, 3)``; defaults to ``(64, 64, 3)``.
+        name: model name.
+    """
+    if include_top:
+        raise ValueError(f"SmallCNN has no classifier top. Received: include_top={include_top!r}")
+    if weights is not None:
+        raise ValueError(
+            f"SmallCNN has no pretrained weights; build it with weights=None. "
+            f"Received: weights={weights!r}"
+        )
+    inputs = keras.Input(shape=input_shape or (64, 64, 3))
+    x = inputs
+    for i, filters in enumerate(SMALL_CNN_FILTERS, start=1):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv")(x)
+        x = layers.BatchNormalization(name=f"block{i}_bn")(x)
+        x = layers.ReLU(name=f"block{i}_relu")(x)
+        if i < len(SMALL_CNN_FILTERS):
+            x = layers.MaxPooling2D(2, padding="same", name=f"block{i}_pool")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def _scale_to_unit_range(x, data_format=None):
+    """SmallCNN's preprocessing: [0, 255] → [-1, 1] (the "tf" mode)."""
+    return x / 127.5 - 1.0
+
+
+# -- the table ---------------------------------------------------------------------------
+_VGG_BLOCKS = ((r"^(block\d+)_", r"\1"),)
+_RESNET_BLOCKS = ((r"^(conv\d_block\d+)_", r"\1"), (r"^(?:conv1|pool1)_", "stem"))
+_RESNET_STAGES = (r"^conv2_", r"^conv3_", r"^conv4_")
+_MOBILENET_V3_BLOCKS = (
+    (r"^expanded_conv_(\d+)_", r"block_\1"),
+    (r"^expanded_conv_", "block_0"),
+    (r"^conv_1", "top"),
+    (r"^conv(?:_bn)?$", "stem"),
+)
+_EFFICIENTNET_BLOCKS = ((r"^(block\d+[a-z])_", r"\1"), (r"^stem_", "stem"), (r"^top_", "top"))
+_EFFICIENTNET_STAGES = (r"^block2[a-z]$", r"^block3[a-z]$", r"^block5[a-z]$")
+_EFFICIENTNET_NOTE = (
+    "Keras 3 puts the rescaling and ImageNet normalisation inside the network; "
+    "feed raw [0, 255] pixels."
+)
+
+
+def _efficientnet(index: int, size: int, params: int, channels: int, blocks: int, speed, act):
+    return BackboneSpec(
+        name=f"EfficientNetB{index}",
+        display_name=f"EfficientNet-B{index}",
+        family="EfficientNet",
+        constructor=getattr(_APPS, f"EfficientNetB{index}"),
+        preprocess=_APPS.efficientnet.preprocess_input,
+        preprocess_mode="none",
+        preprocess_in_model=True,
+        default_size=size,
+        min_size=32,
+        params=params,
+        feature_channels=channels,
+        block_patterns=_EFFICIENTNET_BLOCKS,
+        num_blocks=blocks,
+        stage_blocks=_EFFICIENTNET_STAGES,
+        weights_url=f"https://storage.googleapis.com/keras-applications/efficientnetb{index}_notop.h5",
+        weights_hashes={
+            1.0: (
+                "50bc09e76180e00e4465e1a485ddc09d",
+                "74c4e6b3e1f6a1eea24c589628592432",
+                "111f8e2ac8aa800a7a99e3239f7bfb39",
+                "af6d107764bb5b1abb91932881670226",
+            )[index]
+        },
+        speed_224=speed,
+        activation_mb_224=act,
+        imagenet_rescaling=True,
+        notes=_EFFICIENTNET_NOTE,
+    )
+
+
+_SPECS = (
+    BackboneSpec(
+        name="SmallCNN",
+        display_name="Small CNN (ours, no pretrained weights)",
+        family="SmallCNN",
+        constructor=SmallCNN,
+        preprocess=_scale_to_unit_range,
+        preprocess_mode="tf",
+        preprocess_in_model=False,
+        default_size=64,
+        min_size=32,
+        params=98_160,
+        feature_channels=128,
+        block_patterns=((r"^(block\d+)_", r"\1"),),
+        num_blocks=4,
+        stage_blocks=(r"^block1$", r"^block2$", r"^block3$"),
+        speed_224=178.5,
+        activation_mb_224=19.1,
+        notes="A tiny network for tests and quick demos; trains from random weights only.",
+    ),
+    BackboneSpec(
+        name="VGG16",
+        display_name="VGG16",
+        family="VGG",
+        constructor=_APPS.VGG16,
+        preprocess=_APPS.vgg16.preprocess_input,
+        preprocess_mode="caffe",
+        preprocess_in_model=False,
+        default_size=224,
+        min_size=32,
+        params=14_714_688,
+        feature_channels=512,
+        block_patterns=_VGG_BLOCKS,
+        num_blocks=5,
+        stage_blocks=(r"^block2$", r"^block3$", r"^block4$"),
+        weights_url=_GCS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hashes={1.0: "6d6bbae143d832006294945121d1f1fc"},
+        speed_224=11.2,
+        activation_mb_224=58.1,
+    ),
+    BackboneSpec(
+        name="VGG19",
+        display_name="VGG19",
+        family="VGG",
+        constructor=_APPS.VGG19,
+        preprocess=_APPS.vgg19.preprocess_input,
+        preprocess_mode="caffe",
+        preprocess_in_model=False,
+        default_size=224,
+        min_size=32,
+        params=20_024_384,
+        feature_channels=512,
+        block_patterns=_VGG_BLOCKS,
+        num_blocks=5,
+        stage_blocks=(r"^block2$", r"^block3$", r"^block4$"),
+        weights_url=_GCS + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hashes={1.0: "253f8cb515780f3b799900260a226db6"},
+        speed_224=8.9,
+        activation_mb_224=63.1,
+    ),
+    BackboneSpec(
+        name="ResNet50",
+        display_name="ResNet-50",
+        family="ResNet",
+        constructor=_APPS.ResNet50,
+        preprocess=_APPS.resnet.preprocess_input,
+        preprocess_mode="caffe",
+        preprocess_in_model=False,
+        default_size=224,
+        min_size=32,
+        params=23_587_712,
+        feature_channels=2048,
+        block_patterns=_RESNET_BLOCKS,
+        num_blocks=17,
+        stage_blocks=_RESNET_STAGES,
+        weights_url=_GCS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hashes={1.0: "4d473c1dd8becc155b73f8504c6f6626"},
+        speed_224=29.8,
+        activation_mb_224=141.6,
+    ),
+    BackboneSpec(
+        name="ResNet50V2",
+        display_name="ResNet-50 v2",
+        family="ResNet",
+        constructor=_APPS.ResNet50V2,
+        preprocess=_APPS.resnet_v2.preprocess_input,
+        preprocess_mode="tf",
+        preprocess_in_model=False,
+        default_size=224,
+        min_size=32,
+        params=23_564_800,
+        feature_channels=2048,
+        block_patterns=(*_RESNET_BLOCKS, (r"^post_", "top")),
+        num_blocks=18,
+        stage_blocks=_RESNET_STAGES,
+        weights_url=_GCS + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hashes={1.0: "fac2f116257151a9d068a22e544a4917"},
+        speed_224=34.3,
+        activation_mb_224=119.7,
+    ),
+    BackboneSpec(
+        name="MobileNet",
+        display_name="MobileNet v1",
+        family="MobileNet",
+        constructor=_APPS.MobileNet,
+        preprocess=_APPS.mobilenet.preprocess_input,
+        preprocess_mode="tf",
+        preprocess_in_model=False,
+        default_size=224,
+        min_size=32,
+        params=3_228_864,
+        feature_channels=1024,
+        alphas=(0.25, 0.5, 0.75, 1.0),
+        block_patterns=((r"^conv_(?:dw|pw|pad)_(\d+)", r"block_\1"), (r"^conv1", "stem")),
+        num_blocks=14,
+        stage_blocks=(r"^block_3$", r"^block_5$", r"^block_11$"),
+        weights_url=_GCS + "mobilenet/mobilenet_{alpha_v1}_{rows}_tf_no_top.h5",
+        weights_sizes=(128, 160, 192, 224),
+        speed_224=115.9,
+        activation_mb_224=64.2,
+    ),
+    BackboneSpec(
+        name="MobileNetV2",
+        display_name="MobileNet v2",
+        family="MobileNet",
+        constructor=_APPS.MobileNetV2,
+        preprocess=_APPS.mobilenet_v2.preprocess_input,
+        preprocess_mode="tf",
+        preprocess_in_model=False,
+        default_size=224,
+        min_size=32,
+        params=2_257_984,
+        feature_channels=1280,
+        alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+        block_patterns=(
+            (r"^(block_\d+)_", r"\1"),
+            (r"^expanded_conv_", "block_0"),
+            (r"^(?:Conv1|bn_Conv1)", "stem"),
+            (r"^(?:Conv_1|out_relu)", "top"),
+        ),
+        num_blocks=19,
+        stage_blocks=(r"^block_2$", r"^block_5$", r"^block_12$"),
+        weights_url=(
+            _GCS + "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_"
+            "{alpha}_{rows}_no_top.h5"
+        ),
+        weights_sizes=(96, 128, 160, 192, 224),
+        speed_224=111.3,
+        activation_mb_224=83.2,
+    ),
+    BackboneSpec(
+        name="MobileNetV3Small",
+        display_name="MobileNet v3 Small",
+        family="MobileNet",
+        constructor=_APPS.MobileNetV3Small,
+        preprocess=_APPS.mobilenet_v3.preprocess_input,
+        preprocess_mode="none",
+        preprocess_in_model=True,
+        default_size=224,
+        min_size=32,
+        params=939_120,
+        feature_channels=576,
+        alphas=(0.75, 1.0),
+        block_patterns=_MOBILENET_V3_BLOCKS,
+        num_blocks=13,
+        stage_blocks=(r"^block_0$", r"^block_2$", r"^block_7$"),
+        weights_url=_GCS + "mobilenet_v3/weights_mobilenet_v3_small_224_{alpha}_float_no_top_v2.h5",
+        weights_hashes={
+            0.75: "ebdb5cc8e0b497cd13a7c275d475c819",
+            1.0: "d3e8ec802a04aa4fc771ee12a9a9b836",
+        },
+        speed_224=302.9,
+        activation_mb_224=20.4,
+        notes="Keras 3 puts the [-1, 1] rescaling inside the network; feed raw [0, 255] pixels.",
+    ),
+    BackboneSpec(
+        name="MobileNetV3Large",
+        display_name="MobileNet v3 Large",
+        family="MobileNet",
+        constructor=_APPS.MobileNetV3Large,
+        preprocess=_APPS.mobilenet_v3.preprocess_input,
+        preprocess_mode="none",
+        preprocess_in_model=True,
+        default_size=224,
+        min_size=32,
+        params=2_996_352,
+        feature_channels=960,
+        alphas=(0.75, 1.0),
+        block_patterns=_MOBILENET_V3_BLOCKS,
+        num_blocks=17,
+        stage_blocks=(r"^block_2$", r"^block_5$", r"^block_11$"),
+        weights_url=_GCS + "mobilenet_v3/weights_mobilenet_v3_large_224_{alpha}_float_no_top_v2.h5",
+        weights_hashes={
+            0.75: "40af19a13ebea4e2ee0c676887f69a2e",
+            1.0: "07fb09a5933dd0c8eaafa16978110389",
+        },
+        speed_224=123.8,
+        activation_mb_224=58.8,
+        notes="Keras 3 puts the [-1, 1] rescaling inside the network; feed raw [0, 255] pixels.",
+    ),
+    _efficientnet(0, 224, 4_049_571, 1280, 18, 71.2, 95.8),
+    _efficientnet(1, 240, 6_575_239, 1280, 25, 65.3, 131.7),
+    _efficientnet(2, 260, 7_768_569, 1408, 25, 59.7, 137.8),
+    _efficientnet(3, 300, 10_783_535, 1536, 28, 41.1, 182.4),
+    BackboneSpec(
+        name="EfficientNetV2B0",
+        display_name="EfficientNetV2-B0",
+        family="EfficientNet",
+        constructor=_APPS.EfficientNetV2B0,
+        preprocess=_APPS.efficientnet_v2.preprocess_input,
+        preprocess_mode="none",
+        preprocess_in_model=True,
+        default_size=224,
+        min_size=32,
+        params=5_919_312,
+        feature_channels=1280,
+        block_patterns=_EFFICIENTNET_BLOCKS,
+        num_blocks=23,
+        stage_blocks=_EFFICIENTNET_STAGES,
+        weights_url=_GCS + "efficientnet_v2/efficientnetv2-b0_notop.h5",
+        weights_hashes={1.0: "893217f2bb855e2983157299931e43ff"},
+        speed_224=91.9,
+        activation_mb_224=61.7,
+        notes=_EFFICIENTNET_NOTE,
+    ),
+    BackboneSpec(
+        name="InceptionV3",
+        display_name="Inception v3",
+        family="Inception",
+        constructor=_APPS.InceptionV3,
+        preprocess=_APPS.inception_v3.preprocess_input,
+        preprocess_mode="tf",
+        preprocess_in_model=False,
+        default_size=299,
+        min_size=75,
+        params=21_802_784,
+        feature_channels=2048,
+        block_patterns=((r"^(mixed\d+)$", r"\1"),),
+        unmatched="next",
+        num_blocks=11,
+        stage_blocks=(r"^mixed2$", r"^mixed7$"),
+        weights_url=_GCS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hashes={1.0: "bcbd6486424b2319ff4ef7d526e38f63"},
+        speed_224=45.3,
+        activation_mb_224=63.8,
+        notes="Blocks are the 'mixed' modules; the stem belongs to mixed0. Three stages only.",
+    ),
+    BackboneSpec(
+        name="DenseNet121",
+        display_name="DenseNet-121",
+        family="DenseNet",
+        constructor=_APPS.DenseNet121,
+        preprocess=_APPS.densenet.preprocess_input,
+        preprocess_mode="torch",
+        preprocess_in_model=False,
+        default_size=224,
+        min_size=32,
+        params=7_037_504,
+        feature_channels=1024,
+        block_patterns=(
+            (r"^(conv\d_block\d+)_", r"\1"),
+            (r"^(pool\d)_", r"\1"),
+            (r"^conv1_", "stem"),
+            (r"^pool1$", "stem"),
+            (r"^(?:bn|relu)$", "top"),
+        ),
+        num_blocks=63,
+        stage_blocks=(r"^conv2_", r"^conv3_", r"^conv4_"),
+        weights_url=_GCS + "densenet/densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hashes={1.0: "30ee3e1110167f948a6b9946edeeb738"},
+        speed_224=31.4,
+        activation_mb_224=190.4,
+    ),
+    BackboneSpec(
+        name="Xception",
+        display_name="Xception",
+        family="Xception",
+        constructor=_APPS.Xception,
+        preprocess=_APPS.xception.preprocess_input,
+        preprocess_mode="tf",
+        preprocess_in_model=False,
+        default_size=299,
+        min_size=71,
+        params=20_861_480,
+        feature_channels=2048,
+        block_patterns=((r"^(block\d+)_", r"\1"),),
+        num_blocks=14,
+        stage_blocks=(r"^block2$", r"^block3$", r"^block12$"),
+        weights_url=_GCS + "xception/xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hashes={1.0: "b0042744bf5b25fce3cb969f33bebb97"},
+        speed_224=24.4,
+        activation_mb_224=131.9,
+    ),
+    BackboneSpec(
+        name="ConvNeXtTiny",
+        display_name="ConvNeXt Tiny",
+        family="ConvNeXt",
+        constructor=_APPS.ConvNeXtTiny,
+        preprocess=_APPS.convnext.preprocess_input,
+        preprocess_mode="none",
+        preprocess_in_model=True,
+        default_size=224,
+        min_size=32,
+        params=27_820_128,
+        feature_channels=768,
+        block_patterns=(
+            (r"_stage_(\d+)_block_(\d+)_", r"stage\1_block\2"),
+            (r"_downsampling_block_(\d+)$", r"downsample\1"),
+            (r"_(?:prestem_normalization|stem)$", "stem"),
+        ),
+        num_blocks=22,
+        stage_blocks=(r"^stage0_", r"^stage1_", r"^stage2_"),
+        weights_url=_GCS + "convnext/convnext_tiny_notop.h5",
+        weights_hashes={1.0: "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1"},
+        speed_224=3.4,
+        activation_mb_224=109.8,
+        notes=(
+            "Keras 3 puts the ImageNet normalisation inside the network; feed raw [0, 255] "
+            "pixels. Slow on CPU (LayerNorm and 7x7 depthwise convolutions)."
+        ),
+    ),
+)
+
+BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in _SPECS}
+"""Every backbone the studio offers, by registry name."""
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """The registry entry for ``name``.
+
+    Raises:
+        ValueError: ``name`` is not in the registry; the message lists the known names.
+    """
+    spec = BACKBONES.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise ValueError(
+            f"Unknown backbone. Known backbones: {', '.join(BACKBONES)}. "
+            f"Received: backbone={name!r}"
+        )
+    return spec
+
+
+def resolve_image_size(spec: BackboneSpec, image_size: int = 0) -> int:
+    """``image_size``, or the backbone's default when it is 0."""
+    return image_size or spec.default_size
+
+
+def validate_backbone_args(
+    name: str, alpha: float = 1.0, image_size: int = 0, weights_kind: str = "none"
+) -> BackboneSpec:
+    """Checks a backbone/alpha/size/weights combination before anything is built.
+
+    Args:
+        name: registry name.
+        alpha: width multiplier (MobileNet family only; 1.0 otherwise).
+        image_size: input side; 0 means the backbone's default.
+        weights_kind: ``"imagenet"``, ``"none"``, ``"file"`` or ``"run"``.
+
+    Returns:
+        The registry entry.
+
+    Raises:
+        ValueError: naming the bad value and what would work.
+    """
+    spec = get_backbone(name)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1.4:
+        raise ValueError(f"alpha must be a number in (0, 1.4]. Received: alpha={alpha!r}")
+    if not spec.has_alpha and float(alpha) != 1.0:
+        raise ValueError(
+            f"alpha (width multiplier) applies to the MobileNet backbones only; "
+            f"{name} needs alpha 1.0. Received: alpha={alpha!r}"
+        )
+    size = resolve_image_size(spec, image_size)
+    if isinstance(size, bool) or not isinstance(size, int) or size < spec.min_size:
+        raise ValueError(
+            f"image_size must be at least {spec.min_size} for {name}. "
+            f"Received: image_size={image_size!r}"
+        )
+    if weights_kind == "imagenet":
+        if not spec.has_imagenet_weights:
+            raise ValueError(
+                f"{name} has no ImageNet weights; choose weights 'none', a weights file "
+                f"or an earlier run. Received: weights='imagenet'"
+            )
+        if spec.has_alpha and float(alpha) not in spec.alphas:
+            shipped = ", ".join(str(float(a)) for a in spec.alphas)
+            raise ValueError(
+                f"Keras ships ImageNet weights for {name} only with alpha {shipped}. "
+                f"Choose one of those, or weights 'none' to train this width from scratch. "
+                f"Received: alpha={alpha!r}"
+            )
+    return spec
+
+
+# -- building ----------------------------------------------------------------------------
+def build_base(spec: BackboneSpec, image_size: int, alpha: float = 1.0) -> keras.Model:
+    """Builds the raw network, no top, random weights, in the ImageNet-weights layout.
+
+    The result is the plain ``keras.applications`` model (its own name, one output).
+    EfficientNet B0-B3 get the extra rescaling layer Keras only adds when it loads
+    ImageNet weights, and ImageNet mean/variance in their normalisation layer, so the
+    same architecture takes ImageNet weights, weights files and earlier runs alike.
+    """
+    kwargs = {"include_top": False, "weights": None, "input_shape": (image_size, image_size, 3)}
+    if spec.has_alpha:
+        kwargs["alpha"] = float(alpha)
+    base = spec.constructor(**kwargs)
+    if spec.imagenet_rescaling:
+        base = _efficientnet_imagenet_layout(base)
+    return base
+
+
+def _efficientnet_imagenet_layout(base: keras.Model) -> keras.Model:
+    """Adds the post-normalisation rescaling Keras adds for ImageNet weights.
+
+    ``keras/src/applications/efficientnet.py`` inserts ``Rescaling(1/sqrt(stddev))``
+    after its ``Normalization`` layer only when ``weights == "imagenet"`` (the weights
+    file stores the stddev as the variance). The network is cloned with fresh layers so
+    every layer belongs to one graph only.
+    """
+    scale = [1.0 / math.sqrt(s) for s in IMAGENET_STD_RGB]
+
+    def call(layer, *args, **kwargs):
+        out = layer(*args, **kwargs)
+        if isinstance(layer, layers.Normalization):
+            out = layers.Rescaling(scale, name="normalization_imagenet_scale")(out)
+        return out
+
+    model = keras.models.clone_model(base, call_function=call)
+    norm = next(layer for layer in model.layers if isinstance(layer, layers.Normalization))
+    # Random weights get the values the ImageNet file holds (stddev stored as variance).
+    mean, variance, count = norm.get_weights()
+    norm.set_weights(
+        [
+            np.asarray(IMAGENET_MEAN_RGB, mean.dtype),
+            np.asarray(IMAGENET_STD_RGB, variance.dtype),
+            np.zeros_like(count),
+        ]
+    )
+    norm.finalize_state()
+    return model
+
+
+def stage_outputs(spec: BackboneSpec, base: keras.Model, count: int) -> list[tuple[str, object]]:
+    """The feature maps ending the last ``count`` stages, shallow to deep.
+
+    Each item is ``(block, tensor)``: the block that ends the stage and the tensor that
+    leaves it (the input of the next block, so residual additions that are bare
+    operations rather than layers, as in ConvNeXt, are included). The last item is
+    always the network's output.
+
+    Raises:
+        ValueError: ``count`` is more than the backbone has.
+    """
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise ValueError(f"fusion_stages must be an integer. Received: fusion_stages={count!r}")
+    if not 1 <= count <= spec.max_fusion_stages:
+        raise ValueError(
+            f"{spec.name} has {spec.max_fusion_stages} feature stages to fuse. "
+            f"Received: fusion_stages={count!r}"
+        )
+    blocks = block_of_layers(spec, base)
+    order = [layer.name for layer in base.layers]
+    found = []
+    for pattern in spec.stage_blocks[len(spec.stage_blocks) - (count - 1) :]:
+        regex = re.compile(pattern)
+        positions = [
+            i for i, name in enumerate(order) if blocks[name] and regex.search(blocks[name])
+        ]
+        if not positions:
+            raise RuntimeError(f"{spec.name}: no block matches stage pattern {pattern!r}")
+        last = positions[-1]
+        following = base.layers[last + 1] if last + 1 < len(order) else None
+        tensor = following.input if following is not None else base.layers[last].output
+        if isinstance(tensor, (list, tuple)):
+            tensor = base.layers[last].output
+        found.append((blocks[order[last]], tensor))
+    found.append((blocks[order[-1]], base.output))
+    return found
+
+
+def block_of_layers(spec: BackboneSpec, model: keras.Model) -> dict[str, str]:
+    """Maps every layer name of the backbone to its block (``""`` for the input layer).
+
+    Order follows ``model.layers`` (topological), so the last blocks come last.
+    """
+    compiled = [(re.compile(pattern), template) for pattern, template in spec.block_patterns]
+    named: list[str | None] = []
+    for layer in model.layers:
+        block = None
+        for regex, template in compiled:
+            match = regex.search(layer.name)
+            if match:
+                block = match.expand(template)
+                break
+        named.append(block)
+    result: dict[str, str] = {}
+    order = range(len(named)) if spec.unmatched == "previous" else range(len(named) - 1, -1, -1)
+    carry = None
+    for i in order:
+        if named[i] is not None:
+            carry = named[i]
+        result[model.layers[i].name] = carry
+    first = next((b for b in named if b is not None), "")
+    last = next((b for b in reversed(named) if b is not None), "")
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            result[layer.name] = ""
+        elif result[layer.name] is None:
+            result[layer.name] = first if spec.unmatched == "previous" else last
+    return {layer.name: result[layer.name] for layer in model.layers}
+
+
+def block_names(spec: BackboneSpec, model: keras.Model) -> list[str]:
+    """The backbone's blocks in order, first to last."""
+    seen: dict[str, None] = {}
+    for block in block_of_layers(spec, model).values():
+        if block:
+            seen.setdefault(block)
+    return list(seen)
+
+
+def canonical_backbone(backbone: keras.Model) -> keras.Model:
+    """A single-output view of a backbone (its final feature map), sharing its layers.
+
+    Weights are saved and copied through this view so that the layer order does not
+    depend on how many stage outputs (feature fusion) the backbone exposes.
+    """
+    outputs = backbone.outputs
+    if len(outputs) == 1:
+        return backbone
+    return keras.Model(backbone.inputs, outputs[-1], name=f"{backbone.name}_final")
+
+
+# -- the two small layers our models need ------------------------------------------------
+@keras.saving.register_keras_serializable(package="tlcore")
+class Preprocess(layers.Layer):
+    """The backbone's pixel preprocessing, as a serializable layer.
+
+    Takes raw RGB floats in [0, 255]. Modes match ``keras.applications``:
+    ``"caffe"`` (RGB→BGR, minus the ImageNet BGR mean), ``"tf"`` (to [-1, 1]),
+    ``"torch"`` (to [0, 1], minus ImageNet mean, over ImageNet std), ``"none"``.
+
+    Args:
+        mode: one of `PREPROCESS_MODES`.
+    """
+
+    def __init__(self, mode: str = "none", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESS_MODES:
+            raise ValueError(
+                f"mode must be one of {', '.join(PREPROCESS_MODES)}. Received: mode={mode!r}"
+            )
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "caffe":
+            return ops.flip(x, axis=-1) - ops.convert_to_tensor(CAFFE_MEAN_BGR, x.dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(IMAGENET_MEAN_RGB, x.dtype)
+            std = ops.convert_to_tensor(IMAGENET_STD_RGB, x.dtype)
+            return (x / 255.0 - mean) / std
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+POOLING_MODES = ("avg", "max", "flatten")
+
+
+@keras.saving.register_keras_serializable(package="tlcore")
+class FeaturePooling(layers.Layer):
+    """Pools one feature map, or several stage outputs, into one feature vector.
+
+    Each map is reduced by global average or max pooling (or flattened), and the results
+    are concatenated in order. Parameter-free, so cached features stay valid.
+
+    Args:
+        mode: ``"avg"``, ``"max"`` or ``"flatten"`` (flatten takes one map only).
+    """
+
+    def __init__(self, mode: str = "avg", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in POOLING_MODES:
+            raise ValueError(
+                f"mode must be one of {', '.join(POOLING_MODES)}. Received: mode={mode!r}"
+            )
+        self.mode = mode
+
+    def call(self, inputs):
+        maps = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        pooled = []
+        for fmap in maps:
+            if self.mode == "avg":
+                pooled.append(ops.mean(fmap, axis=(1, 2)))
+            elif self.mode == "max":
+                pooled.append(ops.max(fmap, axis=(1, 2)))
+            else:
+                pooled.append(ops.reshape(fmap, (-1, math.prod(fmap.shape[1:]))))
+        return pooled[0] if len(pooled) == 1 else ops.concatenate(pooled, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        several = isinstance(input_shape, (list, tuple)) and isinstance(
+            input_shape[0], (list, tuple)
+        )
+        shapes = list(input_shape) if several else [input_shape]
+        if self.mode == "flatten":
+            width = sum(math.prod(s[1:]) for s in shapes)
+        else:
+            width = sum(s[-1] for s in shapes)
+        return (shapes[0][0], width)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
