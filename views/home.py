@@ -5,8 +5,9 @@ import streamlit as st
 
 from tlcore import runs
 from tlcore.cli import run_row
+from tlcore.quickstart import quick_start
 from tlcore.system import system_info
-from ui.common import empty_state, human_bytes, page_header, workspace
+from ui.common import PAGES, empty_state, human_bytes, page_header, workspace
 
 ws = workspace()
 page_header(
@@ -25,9 +26,34 @@ def _has_datasets() -> bool:
     return any(p.is_dir() and not p.name.startswith(".") for p in ws.datasets_dir.iterdir())
 
 
+def _quick_start_card() -> None:
+    with st.container(border=True):
+        text, action = st.columns([3, 1], vertical_alignment="center")
+        text.markdown(
+            "**:material/rocket_launch: Quick start** — import the built-in demo dataset "
+            "(5 shapes, 400 images, no download) and train a good default model on it. "
+            "You land on the Training page with the run live."
+        )
+        if action.button(
+            "Try it now", type="primary", icon=":material/play_arrow:", width="stretch"
+        ):
+            bar = st.progress(0.0, text="Preparing the demo dataset…")
+            started = quick_start(
+                ws,
+                progress=lambda f, msg: bar.progress(
+                    min(max(f, 0.0), 1.0), text=msg or "Preparing the demo dataset…"
+                ),
+            )
+            st.session_state["training_run"] = started.run_id
+            st.session_state["training_flash"] = ("info", started.note)
+            st.switch_page(PAGES["training"])
+
+
 records = runs.list_runs(ws)
 left, right = st.columns([3, 1], gap="large")
 with left:
+    if not records:
+        _quick_start_card()
     st.subheader("Runs")
     if not records:
         if _has_datasets():
