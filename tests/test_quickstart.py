@@ -1,4 +1,4 @@
-"""The Home page's quick start: demo dataset + a sensible default run, never silent about weights."""
+"""The quick start: the demo dataset and a sensible run, never silent about weights."""
 
 from tlcore import quickstart, runs
 
