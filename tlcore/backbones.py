@@ -182,7 +182,7 @@ def SmallCNN(
     x = inputs
     for i, filters in enumerate(SMALL_CNN_FILTERS, start=1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{i}_conv")(x)
-        x = layers.BatchNormalization(name=f"block{i}_bn")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"block{i}_bn")(x)
         x = layers.ReLU(name=f"block{i}_relu")(x)
         if i < len(SMALL_CNN_FILTERS):
             x = layers.MaxPooling2D(2, padding="same", name=f"block{i}_pool")(x)
