@@ -15,6 +15,7 @@ from pathlib import Path
 from tlcore import jobs, runs
 from tlcore.config import apply_overrides
 from tlcore.fileio import StorageError, read_json
+from tlcore.progress import format_duration, summarize_progress
 from tlcore.workspace import open_workspace
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -62,29 +63,27 @@ def run_row(record: runs.RunRecord) -> dict:
 
 # -- progress bar for foreground training -------------------------------------------
 def _progress_line(events: list[dict], total_epochs: int) -> str:
-    epoch_done = max((e["epoch"] for e in events if e.get("event") == "epoch_end"), default=0)
-    last_batch = next(
-        (e for e in reversed(events) if e.get("event") in ("batch", "epoch_end")), None
-    )
-    frac = epoch_done / total_epochs if total_epochs else 0.0
-    detail = ""
-    if last_batch and last_batch.get("event") == "batch":
-        frac += last_batch["batch"] / max(last_batch["batches"], 1) / max(total_epochs, 1)
-        detail = (
-            f" batch {last_batch['batch']}/{last_batch['batches']}"
-            f" {last_batch['images_per_sec']:.0f} img/s ETA {last_batch['eta_s']:.0f}s"
-        )
-    last_epoch = next((e for e in reversed(events) if e.get("event") == "epoch_end"), None)
-    if last_epoch:
-        logs = last_epoch.get("logs", {})
-        detail += "  " + " ".join(
-            f"{k}={logs[k]:.3f}"
-            for k in ("loss", "accuracy", "val_loss", "val_accuracy")
-            if k in logs
-        )
+    """One line of text for the foreground progress bar."""
+    progress = summarize_progress(events, total_epochs=total_epochs)
     width = 30
-    filled = int(width * min(frac, 1.0))
-    return f"epoch {epoch_done}/{total_epochs} [{'#' * filled}{'.' * (width - filled)}]{detail}"
+    filled = int(width * progress.overall_fraction)
+    line = (
+        f"epoch {progress.epochs_done}/{progress.total_epochs} "
+        f"[{'#' * filled}{'.' * (width - filled)}]"
+    )
+    if progress.batch and progress.batches:
+        line += f" batch {progress.batch}/{progress.batches}"
+        if progress.images_per_sec:
+            line += f" {progress.images_per_sec:.0f} img/s"
+        if progress.eta_s is not None:
+            line += f" ETA {format_duration(progress.eta_s)}"
+    if progress.latest is not None:
+        line += "  " + " ".join(
+            f"{key}={progress.latest.metric(key):.3f}"
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+            if progress.latest.metric(key) is not None
+        )
+    return line
 
 
 def _follow(ws, run_id: str, total_epochs: int, quiet: bool) -> runs.RunRecord:
@@ -310,6 +309,190 @@ def _stderr_progress(label: str):
     return report
 
 
+# -- evaluation, sweeps and baselines ---------------------------------------------------
+def cmd_evaluate(args, ws) -> int:
+    from tlcore import evaluate
+
+    progress = None if args.json else _stderr_progress("Evaluating")
+    if args.fresh:
+        result = evaluate.evaluate_run(ws, args.run_id, dataset=args.dataset, progress=progress)
+    else:
+        result = evaluate.ensure_evaluation(
+            ws, args.run_id, dataset=args.dataset, progress=progress
+        )
+    if progress is not None:
+        print(file=sys.stderr)
+    written = {}
+    if args.report:
+        written = evaluate.export_report(ws, args.run_id, args.report, dataset_id=result.dataset_id)
+    if args.json:
+        data = json.loads(evaluate.summary_json(result))
+        data["report"] = {k: str(v) for k, v in written.items()} or None
+        _print_json(data)
+        return EXIT_OK
+    summary = result.summary()
+    print(f"Run {result.run_id} on {result.dataset_name!r}, {result.split_label}:")
+    if result.note:
+        print(f"  note: {result.note}")
+    for key, value in summary.items():
+        if value is not None:
+            shown = f"{value:.4f}" if isinstance(value, float) else value
+            print(f"  {key:<24} {shown}")
+    if result.validation is not None:
+        print(f"  {'validation accuracy':<24} {result.validation.accuracy:.4f}")
+    print(f"  stored in {result.folder}")
+    for key, path in written.items():
+        print(f"  {key} written to {path}")
+    return EXIT_OK
+
+
+def cmd_sweep(args, ws) -> int:
+    from tlcore import sweep
+
+    if args.results:
+        results = sweep.sweep_results(ws, args.results)
+        _print_json(_sweep_json(results))
+        return EXIT_OK
+    if not args.dataset:
+        raise UserError("Say which dataset to sweep on: --dataset NAME (or --results SWEEP_ID).")
+    base: dict = {}
+    if args.config:
+        try:
+            base = read_json(args.config)
+        except FileNotFoundError:
+            raise UserError(f"Config file {args.config} does not exist.") from None
+        except ValueError as exc:
+            raise UserError(f"Config file {args.config} is not valid JSON: {exc}") from None
+    config = apply_overrides(base, [*(args.set or []), f"dataset={args.dataset}"])
+    _check_dataset_exists(ws, config.dataset)
+    started = sweep.start_sweep(ws, config, unfreeze=args.unfreeze)
+    if not args.wait:
+        _print_json({"sweep_id": started.id, "runs": started.runs})
+        return EXIT_OK
+    print(
+        f"Sweep {started.id}: {len(started.runs)} runs queued; waiting for them "
+        "(Ctrl+C stops waiting, training continues).",
+        file=sys.stderr,
+    )
+    try:
+        for role, run_id in started.runs.items():
+            record = jobs.wait_for(ws, run_id)
+            print(f"  {role}: {record.state}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(
+            f"\nStopped waiting. `python -m tlcore sweep --results {started.id}` shows results.",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    results = sweep.sweep_results(ws, started.id)
+    _print_json(_sweep_json(results))
+    return EXIT_OK if results.winner else EXIT_FAILED
+
+
+def _sweep_json(results) -> dict:
+    return {
+        "sweep_id": results.sweep.id,
+        "winner": results.winner,
+        "message": results.message,
+        "finished": results.finished,
+        "pending": results.pending,
+        "runs": results.rows,
+    }
+
+
+def cmd_baseline(args, ws) -> int:
+    from tlcore import sweep
+
+    baseline_id = sweep.start_baseline(ws, args.run_id)
+    if not args.wait:
+        _print_json({"run_id": args.run_id, "baseline_id": baseline_id})
+        return EXIT_OK
+    print(f"Baseline {baseline_id} queued; waiting for it.", file=sys.stderr)
+    jobs.wait_for(ws, args.run_id)
+    jobs.wait_for(ws, baseline_id)
+    verdict = sweep.baseline_comparison(ws, args.run_id)
+    _print_json(verdict.__dict__ if verdict else {"baseline_id": baseline_id})
+    return EXIT_OK if verdict is not None and verdict.ready else EXIT_FAILED
+
+
+# -- prediction and export ------------------------------------------------------------
+def cmd_predict(args, ws) -> int:
+    import zipfile
+
+    from tlcore import fileio, predict
+
+    predictor = predict.Predictor.for_run(ws, args.run_id)
+    results: list = []
+    for raw in args.images:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = predictor.predict_folder(path, args.top_k)
+        elif path.is_file() and path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
+            found = predictor.predict_zip(path, args.top_k)
+        else:
+            results.extend(predictor.predict_images([path], args.top_k))
+            continue
+        prefix = raw.rstrip("/")
+        results.extend(
+            predict.Prediction(f"{prefix}/{p.name}", p.top, p.error, p.reason) for p in found
+        )
+    rows = predict.prediction_rows(results, args.top_k)
+    if args.json:
+        _print_json(rows)
+    else:
+        table = []
+        for p in results:
+            others = ", ".join(f"{c} {v:.3f}" for c, v in p.top[1:])
+            table.append(
+                {
+                    "file": p.name,
+                    "predicted": p.predicted_class or "-",
+                    "probability": _fmt_metric(p.confidence) or "-",
+                    "next": others if p.ok else p.error,
+                }
+            )
+        print(_table(table, ["file", "predicted", "probability", "next"]))
+    summary = predict.summarize(results)
+    if args.csv:
+        fileio.atomic_write_text(args.csv, predict.predictions_csv(results, args.top_k))
+        summary["csv"] = str(args.csv)
+    print(json.dumps(summary, sort_keys=True), file=sys.stderr)
+    return EXIT_OK if summary["failed"] == 0 else EXIT_FAILED
+
+
+def cmd_export(args, ws) -> int:
+    from tlcore import export
+
+    formats = [f.strip() for item in (args.format or ["keras"]) for f in item.split(",")]
+    formats = export.check_formats([f for f in formats if f])
+    progress = _stderr_progress("Exporting")
+    try:
+        result = export.export_run(ws, args.run_id, formats, out_dir=args.out, progress=progress)
+    except export.ExportError as exc:
+        print(file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(file=sys.stderr)
+    _print_json(
+        {
+            "run_id": args.run_id,
+            "bundle": str(result.bundle),
+            "agreement_measured_on": result.samples_from,
+            "formats": [
+                {
+                    "format": r.format,
+                    "files": r.files,
+                    "size_bytes": r.size_bytes,
+                    "agreement": r.agreement,
+                    "error": r.error,
+                }
+                for r in result.formats
+            ],
+        }
+    )
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
 def cmd_not_yet(args, ws) -> int:
     raise UserError(
         f"`{args.command}` is not available in this version yet; see the README's roadmap."
@@ -396,20 +579,73 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--quiet", action="store_true")
     runs_sub.add_parser("rebuild-index", help="rebuild the run/dataset index from the folders")
 
-    p_eval = sub.add_parser("evaluate", help="evaluate a finished run")
+    p_eval = sub.add_parser(
+        "evaluate",
+        help="evaluate a finished run",
+        description="Evaluate a finished run's model on its test split (or another dataset) "
+        "and print the metrics. A stored evaluation of the same model is reused.",
+    )
     p_eval.add_argument("run_id")
     p_eval.add_argument("--dataset", help="evaluate on another imported dataset")
-    p_eval.add_argument("--report", help="write a self-contained HTML report here")
-    p_pred = sub.add_parser("predict", help="predict images with a finished run's model")
+    p_eval.add_argument(
+        "--report", help="write a self-contained HTML report here (metrics JSON/CSV beside it)"
+    )
+    p_eval.add_argument("--json", action="store_true", help="print one JSON object")
+    p_eval.add_argument("--fresh", action="store_true", help="evaluate again, even if stored")
+    p_sweep = sub.add_parser(
+        "sweep",
+        help="train one run per freezing strategy and see which wins",
+        description="Queue feature extraction, fine-tune top N, bias-only, two-phase and "
+        "from-scratch runs with the same data, architecture and epoch budget.",
+    )
+    p_sweep.add_argument("--dataset", help="the dataset to train on")
+    p_sweep.add_argument("--config", help="a JSON run configuration to start from")
+    p_sweep.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a field (repeatable)"
+    )
+    p_sweep.add_argument(
+        "--unfreeze", type=int, default=2, help="blocks fine-tune top N and two-phase unfreeze"
+    )
+    p_sweep.add_argument("--wait", action="store_true", help="wait for every run, then report")
+    p_sweep.add_argument("--results", metavar="SWEEP_ID", help="print an earlier sweep's results")
+    p_base = sub.add_parser(
+        "baseline",
+        help="did transfer help? train a run's from-scratch twin",
+        description="Queue the same architecture, data and epoch budget from random weights, "
+        "to compare with the pretrained run.",
+    )
+    p_base.add_argument("run_id")
+    p_base.add_argument("--wait", action="store_true", help="wait for both, then compare")
+    p_pred = sub.add_parser(
+        "predict",
+        help="predict images with a finished run's model",
+        description="Classify images with a finished run's model (its file is checked against "
+        "the hash recorded at training). Folders are read recursively; a .zip is extracted "
+        "safely. A file that is not a usable image gets an error row; the exit code is then 1.",
+    )
     p_pred.add_argument("run_id")
-    p_pred.add_argument("images", nargs="+", help="image files or folders")
+    p_pred.add_argument("images", nargs="+", help="image files, folders or .zip archives")
     p_pred.add_argument("--csv", help="write the predictions to this CSV file")
-    p_exp = sub.add_parser("export", help="export a finished run's model")
+    p_pred.add_argument(
+        "--top-k", type=int, default=3, metavar="K", help="classes to list per image (default 3)"
+    )
+    p_pred.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    p_exp = sub.add_parser(
+        "export",
+        help="export a finished run's model",
+        description="Export a finished run's model, check every format against the Keras model "
+        "on sample images, and bundle them with a model card and a usage script into one zip "
+        "(default folder: <run>/exports/).",
+    )
     p_exp.add_argument("run_id")
     p_exp.add_argument(
-        "--format", default="keras", help="keras, savedmodel, tflite, tflite-int8, onnx"
+        "--format",
+        action="append",
+        metavar="FORMAT",
+        help="keras, savedmodel, tflite, tflite-int8 or onnx; repeat or comma-separate "
+        "for several (default keras)",
     )
-    p_exp.add_argument("--out", help="where to write the export bundle")
+    p_exp.add_argument("--out", help="folder to write the export bundle to")
     return parser
 
 
@@ -417,9 +653,11 @@ COMMANDS = {
     "train": cmd_train,
     "runs": cmd_runs,
     "datasets": cmd_datasets,
-    "evaluate": cmd_not_yet,
-    "predict": cmd_not_yet,
-    "export": cmd_not_yet,
+    "evaluate": cmd_evaluate,
+    "sweep": cmd_sweep,
+    "baseline": cmd_baseline,
+    "predict": cmd_predict,
+    "export": cmd_export,
 }
 
 
