@@ -57,17 +57,21 @@ def choose_quick_config(dataset_name: str, *, try_download: bool = True) -> tupl
             return _pretrained(common, backbone, alpha, size), _note(backbone, alpha)
         except WeightsUnavailableError:
             pass
-    config = RunConfig(
-        **common
-        | dict(
-            name="Quick start (from scratch)",
-            backbone="SmallCNN",
-            weights="none",
-            strategy="from_scratch",
-            image_size=96,
-            epochs=25,
-        )
+    # A network that starts from nothing overfits a few hundred images fast: augment it.
+    scratch = dict(
+        name="Quick start (from scratch)",
+        backbone="SmallCNN",
+        weights="none",
+        strategy="from_scratch",
+        image_size=96,
+        epochs=25,
+        dropout=0.3,
+        flip="horizontal_and_vertical",
+        rotation=0.15,
+        zoom=0.15,
+        translation=0.1,
     )
+    config = RunConfig(**(common | scratch))
     return config, (
         "No pretrained weights are on this machine and none could be downloaded, so the quick "
         "start trains a small network from scratch. Put ImageNet weights in the Keras cache "
