@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from tlcore import callbacks, datasets, models, pipeline, runs, train  # noqa: E402
 from tlcore.config import RunConfig  # noqa: E402
@@ -65,9 +66,11 @@ def _seeds_way(ws, dataset_name: str, backbone: str, alpha: float, weights: str,
         ds = pipeline.make_image_dataset(
             dataset.items(split), image_size=size, batch_size=32, shuffle=shuffle, seed=42
         )
-        return ds.map(lambda x, y: (x, keras.ops.one_hot(y, n)))
+        return ds.map(lambda x, y: (x, tf.one_hot(y, n)))
 
-    model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", ["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
     start = time.perf_counter()
     history = model.fit(
         batches("train", True), validation_data=batches("val", False), epochs=epochs, verbose=0
@@ -124,16 +127,20 @@ def bench_fine_tune(ws, name, backbone, image_count: int, epochs: int):
     size = int(model.input_shape[1])
     x = pipeline.load_images_array(items, size)
     y = keras.ops.one_hot(np.array([i.label for i in items]), len(dataset.classes))
-    model.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", ["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(x[:32], y[:32], epochs=1, verbose=0)  # compile the step
     start = time.perf_counter()
     model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
     raw = len(items) * epochs / (time.perf_counter() - start)
 
     model2 = models.build_model(config, len(dataset.classes))
-    model2.compile(keras.optimizers.Adam(1e-4), "categorical_crossentropy", ["accuracy"])
+    model2.compile(
+        optimizer=keras.optimizers.Adam(1e-4), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
     ds = pipeline.make_image_dataset(items, image_size=size, batch_size=32, shuffle=True, seed=1)
-    ds = ds.map(lambda a, b: (a, keras.ops.one_hot(b, len(dataset.classes))))
+    ds = ds.map(lambda a, b: (a, tf.one_hot(b, len(dataset.classes))))
     tmp = Path(tempfile.mkdtemp())
     cbs = [
         callbacks.ProgressLogger(tmp, phase=1, batch_size=32, steps_per_epoch=len(ds)),
@@ -160,7 +167,7 @@ def bench_callback_cost(batches: int = 400):
             keras.layers.Dense(5, activation="softmax"),
         ]
     )
-    model.compile("adam", "categorical_crossentropy", ["accuracy"])
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     tmp = Path(tempfile.mkdtemp())
 

@@ -1,11 +1,657 @@
-"""Model: backbone, weights, head and freezing strategy for the next run."""
+"""Model: backbone, weights, head and freezing strategy for the next run.
 
-from ui.common import empty_state, page_header, workspace
+The form (left, `ui.model_form`) keeps its values in session state and makes a `RunConfig`;
+the summary (right) validates it, shows what trains in each phase, what it costs, and the
+layers of the network, and starts the run. The architecture comes from a model built once
+per structure (`st.cache_resource`) with random weights: shapes and parameter counts do not
+depend on the starting weights, which are loaded by the run itself, never silently replaced.
+"""
 
-ws = workspace()
-page_header("Model", "Pick a pretrained backbone, its weights, a new head, and what stays frozen.")
-empty_state(
-    "Import a dataset first: the model's output layer needs its classes.",
-    action="Import a dataset",
-    page="dataset",
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from tlcore import datasets, jobs, models, runs
+from tlcore.config import RunConfig
+from tlcore.fileio import StorageError
+from tlcore.progress import format_duration, strategy_label
+from tlcore.weights import WeightsMismatchError, imagenet_weights_status
+from ui import model_form as form
+from ui.charts import CHART_CONFIG, GRID_COLOR, TRAIN_COLOR, VAL_COLOR
+from ui.common import PAGES, empty_state, page_header, workspace
+
+TRAINING_RUN_KEY = "training_run"  # the Training page shows this run
+TRAINING_QUERY_PARAM = "run"  # ... and this deep link, so a reload keeps it
+PHASE_VIEW_KEY = "model_phase_view"
+# What the network's structure depends on (the preview model is cached by these).
+STRUCTURE_FIELDS = (
+    "backbone",
+    "alpha",
+    "image_size",
+    "pooling",
+    "dense_units",
+    "dense_activation",
+    "dropout",
+    "head_batchnorm",
+    "fusion_stages",
+    "flip",
+    "rotation",
+    "zoom",
+    "translation",
+    "contrast",
+    "brightness",
+    "seed",
 )
+# ... and what decides which of its weights train in each phase.
+PHASE_FIELDS = ("strategy", "unfreeze", "unfreeze_unit", "train_batchnorm")
+MAX_PREVIEW_HEAD_PARAMS = 150_000_000  # beyond this, building the preview would eat memory
+FROZEN_COLOR = "rgba(128, 138, 155, 0.45)"
+ROW_COLORS = {
+    "trains": "background-color: rgba(28, 109, 208, 0.13)",
+    "partly": "background-color: rgba(240, 140, 0, 0.16)",
+    "frozen": "background-color: rgba(128, 128, 128, 0.10)",
+    "no weights": "",
+}
+STATUS_MARK = {"trains": "●", "partly": "◐", "frozen": "○", "no weights": ""}
+# Layer table columns: label, width in pixels, tooltip.
+LAYER_COLUMNS = {
+    "status": ("", 28, "● trains · ◐ only its biases train · ○ frozen"),
+    "block": ("Block", 90, "The backbone block, or the part of the model"),
+    "layer": ("Layer", 124, None),
+    "type": ("Type", 88, None),
+    "output": ("Output", 74, "Output shape, without the batch dimension"),
+    "params": ("Params", 58, "Parameters (weights) of the layer"),
+}
+
+
+# -- cached model facts ------------------------------------------------------------------
+def _structure_config(config: RunConfig) -> RunConfig:
+    """The config that fixes the network's structure and trainable flags, nothing else."""
+    data = {name: getattr(config, name) for name in (*STRUCTURE_FIELDS, *PHASE_FIELDS)}
+    data.update(
+        dataset="preview",
+        weights="none",
+        fine_tune_epochs=1 if config.fine_tune_epochs else 0,
+        image_size=models.image_size(config),
+    )
+    return RunConfig(**data)
+
+
+def _model_key(config: RunConfig) -> str:
+    """The cache key of the preview model: the structure, with the phase fields at defaults."""
+    return config.replace(
+        strategy="feature_extraction",
+        unfreeze=2,
+        unfreeze_unit="blocks",
+        train_batchnorm=False,
+        fine_tune_epochs=0,
+    ).to_json()
+
+
+@st.cache_resource(max_entries=6, show_spinner=False)
+def _preview_model(structure_json: str, num_classes: int):
+    """A model of this structure with random weights, and a lock for changing its flags."""
+    config = RunConfig.from_json(structure_json)
+    return models.build_model(config, num_classes), threading.Lock()
+
+
+def _shape_text(shape) -> str:
+    if isinstance(shape, list):
+        return " + ".join(_shape_text(s) for s in shape)
+    dims = [str(d) for d in tuple(shape)[1:]]
+    return "×".join(dims) if dims else ""
+
+
+def _status(row: dict, phase_name: str) -> str:
+    """How a layer takes part in a phase. Batch-norm moving statistics never count as
+    trainable weights, so "partly" is reserved for bias-only training of the backbone."""
+    if not row["params"]:
+        return "no weights"
+    if not row["trainable_params"]:
+        return "frozen"
+    if phase_name == "bias_only" and row["part"] == models.BACKBONE_NAME:
+        return "partly"
+    return "trains"
+
+
+def _type_text(name: str) -> str:
+    return name.replace("BatchNormalization", "BatchNorm")
+
+
+@st.cache_data(max_entries=64, show_spinner="Building the network…")
+def _architecture(key_json: str, num_classes: int) -> dict:
+    """Layer rows and parameter totals per phase, and the backbone's blocks."""
+    config = RunConfig.from_json(key_json)
+    model, lock = _preview_model(_model_key(config), num_classes)
+    phases = []
+    with lock:
+        for phase in models.training_phases(config):
+            models.apply_phase(model, config, phase)
+            summary = models.trainable_variables_summary(model)
+            rows = []
+            for row in models.describe_model(model, config):
+                part = row["part"]
+                rows.append(
+                    {
+                        "block": row["block"] if part == models.BACKBONE_NAME else part,
+                        "part": part,
+                        "layer": row["name"],
+                        "type": _type_text(row["type"]),
+                        "output": _shape_text(row["output_shape"]),
+                        "params": int(row["params"]),
+                        "trainable_params": int(row["trainable_params"]),
+                        "status": _status(row, phase.name),
+                    }
+                )
+            phases.append(
+                {
+                    "total": int(summary["total_params"]),
+                    "trainable": int(summary["trainable_params"]),
+                    "by_part": summary["by_part"],
+                    "rows": rows,
+                }
+            )
+        blocks = [
+            {"block": b["block"], "layers": len(b["layers"]), "params": int(b["params"])}
+            for b in models.backbone_blocks(model, config)
+        ]
+    return {"phases": phases, "blocks": blocks}
+
+
+@st.cache_data(max_entries=32, show_spinner="Checking the weights file…")
+def _weights_file_problem(structure_json: str, path: str, stamp: tuple) -> str | None:
+    """Why the weights file does not fit the backbone, or None when it loads."""
+    config = RunConfig.from_json(structure_json).replace(weights=f"file:{path}")
+    try:
+        models.build_model(config, 2)
+    except (WeightsMismatchError, FileNotFoundError, ValueError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def _head_too_big(config: RunConfig) -> int:
+    """A rough count of the first dense layer's weights when pooling is 'flatten'."""
+    if config.pooling != "flatten" or not config.dense_units:
+        return 0
+    spec = models.get_backbone(config.backbone)
+    side = -(-models.image_size(config) // 32)
+    return spec.feature_channels * side * side * config.dense_units[0]
+
+
+# -- the figure ----------------------------------------------------------------------------
+def _blocks_figure(rows: list[dict]) -> go.Figure:
+    """Parameters per block, stacked: what trains, what stays frozen, and the new head."""
+    order: list[str] = []
+    trains: dict[str, int] = {}
+    frozen: dict[str, int] = {}
+    for row in rows:
+        if not row["params"] or row["part"] not in (models.BACKBONE_NAME, models.HEAD_NAME):
+            continue
+        block = row["block"]
+        if block not in trains:
+            order.append(block)
+            trains[block] = frozen[block] = 0
+        trains[block] += row["trainable_params"]
+        frozen[block] += row["params"] - row["trainable_params"]
+    backbone = [b for b in order if b != models.HEAD_NAME]
+    hover = "<b>%{x}</b><br>%{y:,} parameters<extra>%{fullData.name}</extra>"
+    fig = go.Figure(
+        [
+            go.Bar(
+                name="Trains",
+                x=backbone,
+                y=[trains[b] for b in backbone],
+                marker_color=TRAIN_COLOR,
+                hovertemplate=hover,
+            ),
+            go.Bar(
+                name="Frozen",
+                x=backbone,
+                y=[frozen[b] for b in backbone],
+                marker_color=FROZEN_COLOR,
+                hovertemplate=hover,
+            ),
+            go.Bar(
+                name="New head",
+                x=["head"],
+                y=[trains.get(models.HEAD_NAME, 0)],
+                marker_color=VAL_COLOR,
+                hovertemplate=hover,
+            ),
+        ]
+    )
+    fig.update_layout(
+        barmode="stack",
+        height=260,
+        margin=dict(l=8, r=8, t=8, b=8),
+        bargap=0.15,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title=None, traceorder="normal"),
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        xaxis=dict(type="category", tickangle=-50, tickfont=dict(size=10), automargin=True),
+        yaxis=dict(title="Parameters", gridcolor=GRID_COLOR, tickformat="~s", automargin=True),
+        hoverlabel=dict(namelength=-1),
+    )
+    return fig
+
+
+# -- the summary column ----------------------------------------------------------------------
+def _dataset(ws, name: str):
+    try:
+        return datasets.load_dataset(ws, name), None
+    except (ValueError, OSError) as exc:  # DatasetError is a ValueError
+        return None, str(exc)
+
+
+def _validate(ws, dataset) -> tuple[RunConfig | None, str | None]:
+    """The config and, when it cannot run, why (field and value named)."""
+    try:
+        config = form.config_from_state(st.session_state)
+        models.validate_model_config(config, len(dataset.classes))
+    except ValueError as exc:
+        return None, str(exc)
+    if config.weights_kind == "file":
+        path = Path(config.weights_ref).expanduser()
+        if not path.is_file():
+            return config, (
+                f"The weights file {path} does not exist on this server. Check the path, or "
+                "upload the file."
+            )
+        stat = path.stat()
+        problem = _weights_file_problem(
+            _model_key(_structure_config(config)), str(path), (stat.st_mtime_ns, stat.st_size)
+        )
+        if problem:
+            return config, problem.replace(path.name, form.weights_file_name(str(path)))
+    return config, None
+
+
+def _weights_text(config: RunConfig) -> str:
+    kind = config.weights_kind
+    if kind == "imagenet":
+        return "ImageNet weights"
+    if kind == "file":
+        return f"weights from `{form.weights_file_name(config.weights_ref)}`"
+    if kind == "run":
+        return f"backbone of run `{config.weights_ref}`"
+    return "random weights"
+
+
+def _phase_text(phase) -> str:
+    """What a phase trains, without its "phase i of n:" prefix or learning rate."""
+    text = phase.description.split(": ", 1)[-1]
+    return re.sub(r" at learning rate \S+$", "", text)
+
+
+def _summary(config: RunConfig, dataset, error: str | None, train_images: int) -> None:
+    spec = models.get_backbone(config.backbone) if config else None
+    with st.container(border=True):
+        if config is None or spec is None:
+            st.markdown("**:material/fact_check: Run summary**")
+        else:
+            title = config.name or f"{spec.display_name} on {dataset.name}"
+            st.markdown(f"**:material/fact_check: {title}**")
+            width = f" (alpha {config.alpha:g})" if spec.has_alpha else ""
+            phases = models.training_phases(config)
+            strategy = strategy_label(config.strategy, config.unfreeze, config.unfreeze_unit)
+            lines = [
+                f":material/photo_library: **{dataset.name}** · {len(dataset.classes)} classes · "
+                f"{train_images:,} training images",
+                f":material/account_tree: **{spec.display_name}{width}** · "
+                f"{models.image_size(config)} px · {_weights_text(config)}",
+                f":material/ac_unit: **{strategy}** · {config.total_epochs} epochs · "
+                f"batch {config.batch_size} · {form.OPTIMIZER_LABELS[config.optimizer]}",
+            ]
+            st.markdown("  \n".join(lines))
+            if len(phases) > 1:
+                st.markdown(
+                    "  \n".join(
+                        f":small[:gray[{p.index}. {_phase_text(p)} — "
+                        f"{p.epochs} epochs at learning rate {p.learning_rate:g}]]"
+                        for p in phases
+                    )
+                )
+        if error:
+            st.error(f"**This configuration cannot run.** {error}", icon=":material/error:")
+        elif config.weights_kind == "file":
+            st.caption(
+                f":material/check_circle: `{form.weights_file_name(config.weights_ref)}` fits "
+                f"{spec.display_name}{width}: its weights load into the backbone."
+            )
+        elif config.weights_kind == "imagenet":
+            status = imagenet_weights_status(config.backbone, config.alpha, config.image_size)
+            if not status.available:
+                st.caption(
+                    f":material/cloud_download: `{status.filename}` is not cached: the run "
+                    "downloads it first, and fails if it cannot."
+                )
+        _actions(config if not error else None)
+
+
+def _actions(config: RunConfig | None) -> None:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        start = st.button(
+            "Start training",
+            width="stretch",
+            key="start_training",
+            type="primary",
+            icon=":material/play_arrow:",
+            disabled=config is None,
+            help="Queues the run; it trains in the background and the Training page follows it."
+            if config
+            else "Fix the configuration first.",
+        )
+        slug = "-".join((config.name or config.backbone).split()) if config else "run"
+        st.download_button(
+            "Save",
+            data=config.to_json() if config else "",
+            file_name=f"{slug}.config.json",
+            mime="application/json",
+            icon=":material/download:",
+            disabled=config is None,
+            on_click="ignore",
+            help="Download this configuration as a JSON file: load it here again later, or "
+            "train from the command line with `python -m tlcore train --config FILE`.",
+        )
+        with st.popover("Load", icon=":material/upload:", help="Load a saved configuration."):
+            _load_configuration()
+    if start and config is not None:
+        _start(config)
+
+
+def _load_configuration() -> None:
+    uploaded = st.file_uploader("Configuration file (.json)", type=["json"], key="mf_load")
+    if uploaded is not None and st.button("Apply", icon=":material/check:", key="mf_apply"):
+        try:
+            form.apply_loaded_config(uploaded.getvalue().decode("utf-8", errors="replace"))
+        except ValueError as exc:
+            st.error(f"**This file is not a run configuration.** {exc}", icon=":material/error:")
+            return
+        st.rerun()
+
+
+def _start(config: RunConfig) -> None:
+    try:
+        run_id = jobs.submit(ws, config)
+    except (StorageError, OSError, ValueError) as exc:
+        st.error(f"**The run could not be started.** {exc}", icon=":material/error:")
+        return
+    st.session_state[TRAINING_RUN_KEY] = run_id
+    st.switch_page(PAGES["training"], query_params={TRAINING_QUERY_PARAM: run_id})
+
+
+def _parameters(arch: dict, config: RunConfig) -> None:
+    """Total, head and trainable parameters (per phase for two-phase), as metrics."""
+    phases = models.training_phases(config)
+    data = arch["phases"]
+    total = data[0]["total"]
+    head = data[0]["by_part"].get(models.HEAD_NAME, {}).get("params", 0)
+    with st.container(border=True):
+        st.markdown("**:material/stacked_bar_chart: Parameters**")
+        tiles = [
+            (
+                "Total",
+                form.count_text(total),
+                None,
+                f"{total:,} weights in the backbone and the new head.",
+            ),
+            (
+                "New head",
+                form.count_text(head),
+                None,
+                f"{head:,} weights in the layers added on top of the backbone; they always train.",
+            ),
+        ]
+        for i, info in enumerate(data):
+            share = info["trainable"] / total if total else 0.0
+            tiles.append(
+                (
+                    "Trainable" + (f" · phase {i + 1}" if len(data) > 1 else ""),
+                    form.count_text(info["trainable"]),
+                    f"{share:.1%} of total",
+                    f"{info['trainable']:,} weights the optimizer updates — "
+                    f"{phases[i].description}.",
+                )
+            )
+        if len(data) == 1:
+            frozen = total - data[0]["trainable"]
+            tiles.append(
+                (
+                    "Frozen",
+                    form.count_text(frozen),
+                    f"{frozen / total:.1%} of total" if total else None,
+                    f"{frozen:,} weights that keep their starting values (batch-norm moving "
+                    "statistics count here: they are never trained by the optimizer).",
+                )
+            )
+        for row in range(0, len(tiles), 2):
+            for column, (label, value, delta, text) in zip(
+                st.columns(2), tiles[row : row + 2], strict=False
+            ):
+                column.metric(
+                    label,
+                    value,
+                    delta=delta,
+                    delta_color="off",
+                    delta_arrow="off",
+                    help=text,
+                    border=True,
+                )
+        if config.strategy in form.FINE_TUNE_STRATEGIES and config.unfreeze:
+            names = [b["block"] for b in arch["blocks"]]
+            if config.unfreeze_unit == "blocks":
+                chosen = names[-config.unfreeze :]
+                st.caption(
+                    f":material/lock_open: Unfrozen blocks: {', '.join(chosen)}"
+                    + (f" (all {len(names)})" if len(chosen) == len(names) else "")
+                )
+        if config.train_batchnorm and config.strategy != "feature_extraction":
+            st.caption(":material/info: Batch-norm statistics of unfrozen layers update too.")
+
+
+def _duration(seconds: float) -> str:
+    return "under 1 s" if seconds < 1 else format_duration(seconds)
+
+
+def _cost(config: RunConfig, train_images: int) -> None:
+    try:
+        cost = models.estimate_cost(config, train_images)
+    except ValueError as exc:
+        st.caption(f"No estimate: {exc}")
+        return
+    phases = cost["phases"]
+    per_epoch = max((p.get("seconds_per_epoch", 0.0) for p in phases), default=0.0)
+    cached = any(p["uses_feature_cache"] for p in phases)
+    with st.container(border=True):
+        st.markdown("**:material/timer: Cost estimate**")
+        cols = st.columns(2) + st.columns(2)
+        cols[0].metric(
+            "Peak memory",
+            f"{cost['memory_mb'] / 1024:.1f} GB"
+            if cost["memory_mb"] >= 1024
+            else f"{cost['memory_mb']:.0f} MB",
+            help="Weights, gradients and optimizer slots of what trains, one batch of "
+            "activations, and TensorFlow itself.",
+            border=True,
+        )
+        cols[1].metric(
+            "Per image",
+            f"{cost['train_seconds_per_image'] * 1000:.1f} ms",
+            help="One training step per image in the slowest phase.",
+            border=True,
+        )
+        cols[2].metric(
+            "Per epoch",
+            _duration(per_epoch),
+            help=f"{train_images:,} training images, slowest phase.",
+            border=True,
+        )
+        cols[3].metric(
+            "Whole run",
+            _duration(cost.get("total_seconds", 0.0)),
+            help=f"{config.total_epochs} epochs"
+            + (", with the backbone run once for cached features" if cached else "")
+            + ".",
+            border=True,
+        )
+        note = cost["basis"]
+        if cached:
+            note += " The frozen backbone's features are computed once and cached."
+        st.caption(f":material/info: {note} Expect much faster on a GPU.")
+
+
+def _architecture_view(arch: dict, config: RunConfig, spec_name: str) -> None:
+    phases = arch["phases"]
+    with st.container(border=True):
+        st.markdown("**:material/schema: Architecture**")
+        st.caption(
+            ":material/visibility: Structure preview, built with random weights: layers, "
+            "shapes and parameter counts are those of the run, which loads its starting "
+            f"weights ({_weights_text(config)}) when it starts."
+        )
+        index = 0
+        if len(phases) > 1:
+            choice = st.segmented_control(
+                "Show",
+                [1, 2],
+                key=PHASE_VIEW_KEY,
+                default=1,
+                required=True,
+                format_func=lambda i: "Phase 1 · head only" if i == 1 else "Phase 2 · fine-tune",
+                label_visibility="collapsed",
+            )
+            index = (choice or 1) - 1
+        rows = phases[index]["rows"]
+        st.plotly_chart(_blocks_figure(rows), config=CHART_CONFIG, key="blocks_chart")
+        only_weights = st.toggle(
+            "Only layers with parameters",
+            value=True,
+            key="model_only_weights",
+            help="Hide activations, padding, pooling and other layers without weights.",
+        )
+        shown = [r for r in rows if r["params"] > 0 or not only_weights]
+        table = pd.DataFrame(shown, columns=list(LAYER_COLUMNS))
+        table["status"] = table["status"].map(STATUS_MARK)
+        colors = [ROW_COLORS[r["status"]] for r in shown]
+        styled = (
+            table[list(LAYER_COLUMNS)]
+            .style.apply(lambda _column: colors, axis=0)
+            .format({"params": "{:,}"})
+        )
+        st.dataframe(
+            styled,
+            hide_index=True,
+            width="stretch",
+            height=380,
+            column_config={
+                name: st.column_config.TextColumn(label, help=text, width=width)
+                for name, (label, width, text) in LAYER_COLUMNS.items()
+            },
+        )
+        with_weights = [r for r in rows if r["params"]]
+        counts = pd.Series([r["status"] for r in with_weights], dtype=object).value_counts()
+        parts = [
+            f"{int(counts[s])} {word}"
+            for s, word in (
+                ("trains", "train"),
+                ("partly", "train biases only"),
+                ("frozen", "frozen"),
+            )
+            if counts.get(s)
+        ]
+        st.caption(
+            f":blue[●] trains · :orange[◐] biases only · :gray[○] frozen — {spec_name}: "
+            f"{len(rows)} layers, {len(with_weights)} with weights: {', '.join(parts)}."
+        )
+
+
+def _frozen_phase() -> bool:
+    state = st.session_state
+    strategy = state.get(form.key("strategy"))
+    return strategy in ("feature_extraction", "two_phase") or (
+        strategy == "fine_tune_top" and not state.get(form.key("unfreeze"))
+    )
+
+
+def _right_column() -> None:
+    name = st.session_state[form.key("dataset")]
+    dataset, problem = _dataset(ws, name)
+    if dataset is None:
+        st.error(f"**The dataset cannot be opened.** {problem}", icon=":material/error:")
+        return
+    train_images = int(dataset.split_sizes().get("train", 0))
+    config, error = _validate(ws, dataset)
+    if config is not None and not error:
+        st.session_state[form.RUN_CONFIG_KEY] = config.to_dict()
+        st.session_state[form.APPLIED_KEY] = config.to_dict()
+    _summary(config, dataset, error, train_images)
+    if config is None:
+        st.info(
+            "Fix the configuration to see the parameters, the cost and the architecture.",
+            icon=":material/schema:",
+        )
+        return
+    too_big = _head_too_big(config)
+    if too_big > MAX_PREVIEW_HEAD_PARAMS:
+        st.warning(
+            f"**The head alone would have about {form.count_text(too_big)} parameters** "
+            "(flatten pooling feeds every position of the feature map into the first dense "
+            "layer). Use average or max pooling, or fewer units; the preview is skipped.",
+            icon=":material/warning:",
+        )
+        return
+    structure = _structure_config(config)
+    try:
+        arch = _architecture(structure.to_json(), len(dataset.classes))
+    except (ValueError, RuntimeError, MemoryError) as exc:  # validated, so not expected
+        st.error(
+            f"**The network could not be built for the preview.** {exc} Try another input "
+            "size or head, or report this with the configuration (Save).",
+            icon=":material/error:",
+        )
+        return
+    _parameters(arch, config)
+    _cost(config, train_images)
+    _architecture_view(arch, config, models.get_backbone(config.backbone).display_name)
+
+
+# -- the page --------------------------------------------------------------------------------
+ws = workspace()
+page_header(
+    "Model",
+    "Pick a pretrained backbone, its weights, a new head, and what stays frozen.",
+)
+summaries = {s.name: s for s in datasets.list_datasets(ws) if not s.is_broken}
+if not summaries:
+    empty_state(
+        "Import a dataset first: the model's output layer needs its classes.",
+        action="Import a dataset",
+        page="dataset",
+        icon=":material/photo_library:",
+    )
+else:
+    names = list(summaries)
+    form.seed_state(st.session_state, names)
+    form.normalize_state(st.session_state, names)
+    finished = [
+        r
+        for r in runs.list_runs(ws)
+        if r.state == runs.FINISHED and r.config and (r.dir / runs.MODEL_FILE).exists()
+    ]
+    left, right = st.columns([5, 6], gap="medium")
+    with left:
+        spec = form.data_and_backbone_section(summaries)
+        form.weights_section(ws, spec, finished)
+        form.strategy_section(spec)
+        form.head_section(spec)
+        form.training_section()
+        form.augmentation_section(frozen_phase=_frozen_phase())
+        form.run_section()
+    with right:
+        _right_column()
