@@ -108,8 +108,12 @@ class RunRecord:
 
 
 def new_run_id() -> str:
-    """A sortable, unique id: creation time plus a random suffix."""
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    """A sortable, unique id: creation time to the microsecond plus a random suffix.
+
+    Runs created in the same second (a sweep) still sort, and so queue, in creation order.
+    """
+    now = datetime.now(UTC)
+    return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond:05x}{secrets.token_hex(1)}"
 
 
 def create_run(ws: Workspace, config: RunConfig) -> RunRecord:
