@@ -7,13 +7,12 @@ fastai), so the same `model.fit` serves the CLI, the UI and tests.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
 import keras
 
-from tlcore import runs
+from tlcore import model_store, runs
 from tlcore.fileio import StorageError
 
 BATCH_EVENT_INTERVAL_S = 1.0  # the UI polls every second or two; more often is wasted I/O
@@ -46,6 +45,10 @@ class ProgressLogger(keras.callbacks.Callback):
         steps_per_epoch: batches per epoch, for the in-epoch bar and ETA.
         epoch_offset: epochs of earlier phases, so epochs count across phases.
     """
+
+    # Keras may run the batch hooks of async-safe callbacks on a helper thread, so the
+    # training loop does not wait for Python work (and a device sync) after every batch.
+    async_safe = True
 
     def __init__(
         self, run_dir, *, phase: int, batch_size: int, steps_per_epoch: int, epoch_offset: int = 0
@@ -99,6 +102,7 @@ class CancelOnRequest(keras.callbacks.Callback):
     """Stops training at the next batch once the run's cancel mark appears."""
 
     CHECK_INTERVAL_S = 0.25  # a stat() per batch is cheap, but tiny batches can be very fast
+    async_safe = True  # setting model.stop_training from Keras' callback thread is fine
 
     def __init__(self, run_dir):
         super().__init__()
@@ -126,6 +130,8 @@ class CancelOnRequest(keras.callbacks.Callback):
 class StopOnNaN(keras.callbacks.Callback):
     """Stops training when the loss becomes NaN or infinite and remembers where."""
 
+    async_safe = True
+
     def __init__(self):
         super().__init__()
         self.bad_loss_at: tuple[int, int] | None = None
@@ -145,7 +151,9 @@ class BestModelCheckpoint(keras.callbacks.Callback):
     """Saves the model whenever the monitored metric improves, atomically.
 
     The new file is written next to the old and moved over it, so a failed write (disk
-    full) leaves the previous best model intact; the failure is then raised.
+    full) leaves the previous best model intact; the failure is then raised. Saving goes
+    through `tlcore.model_store.save_model`, which records the file's SHA-256 in
+    ``model.json`` so that the app can check the file before it ever loads it.
 
     Args:
         path: the ``.keras`` file to keep the best model in.
@@ -169,15 +177,10 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         value = float(value)
         if self.best is not None and value >= self.best:
             return
-        tmp = self.path.with_name(f".{self.path.stem}.tmp.keras")
         try:
-            self._save(self.model, tmp)
-            os.replace(tmp, self.path)
+            # Atomic, and records the file's SHA-256 (model.json) for safe loading later.
+            model_store.save_model(self.model, self.path, save_fn=self._save)
         except OSError as exc:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
             raise StorageError(
                 exc.errno,
                 f"Could not save the best model to {self.path}: {exc.strerror or exc}. "

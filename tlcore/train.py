@@ -129,7 +129,7 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
     """
 
     from tlcore import callbacks as cb
-    from tlcore import datasets, distribution, models
+    from tlcore import datasets, distribution, model_store, models
 
     record = runs.read_run(ws, run_id)
     config, run_dir = record.config, record.dir
@@ -212,9 +212,31 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
         return TrainResult(runs.CANCELLED, summary)
     if not (run_dir / runs.MODEL_FILE).exists():
         # No epoch gave a finite monitored value; keep the last weights rather than nothing.
-        model.save(run_dir / runs.MODEL_FILE)
+        model_store.save_model(model, run_dir / runs.MODEL_FILE)
     atomic_write_json(run_dir / runs.METRICS_FILE, summary)
+    _evaluate_finished(ws, run_id)
     return TrainResult(runs.FINISHED, summary)
+
+
+def _evaluate_finished(ws: Workspace, run_id: str) -> None:
+    """Evaluates the saved model once, as the run finishes; a failure never fails the run."""
+    from tlcore import evaluate
+
+    run_dir = ws.run_dir(run_id)
+    runs.append_progress(run_dir, "evaluation_start")
+    try:
+        result = evaluate.evaluate_run(ws, run_id, allow_running=True)
+    except Exception as exc:  # the training itself succeeded: keep it finished
+        runs.append_progress(run_dir, "evaluation_failed", message=str(exc)[:2000])
+        return
+    runs.append_progress(
+        run_dir,
+        "evaluation_end",
+        dataset_id=result.dataset_id,
+        split=result.split,
+        accuracy=result.metrics.accuracy,
+        seconds=result.seconds,
+    )
 
 
 def _fit_callbacks(ctx: _Context, phase, steps: int) -> tuple[list, object, object]:
