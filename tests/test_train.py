@@ -113,7 +113,7 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path):
             raise OSError(errno.ENOSPC, "No space left on device")
         m.save(target)
 
-    checkpoint = callbacks.BestModelCheckpoint(path, save_fn=flaky_save)
+    checkpoint = callbacks.BestModelCheckpoint(path, save_fn=flaky_save, min_interval_s=0)
     checkpoint.set_model(model)
     checkpoint.on_epoch_end(0, {"val_loss": 1.0})
     before = path.read_bytes()
@@ -121,6 +121,30 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path):
         checkpoint.on_epoch_end(1, {"val_loss": 0.5})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.keras"]
+
+
+def test_checkpoint_holds_quick_improvements_and_writes_the_best_at_the_end(tmp_path):
+    import keras
+    import numpy as np
+
+    from tlcore import model_store
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    path = tmp_path / "model.keras"
+    checkpoint = callbacks.BestModelCheckpoint(path, min_interval_s=3600)
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"val_loss": 1.0})  # first improvement: written at once
+    first_write = path.read_bytes()
+    model.set_weights([np.full((2, 1), 7.0), np.zeros(1)])
+    checkpoint.on_epoch_end(1, {"val_loss": 0.5})  # the best: held in memory
+    assert path.read_bytes() == first_write
+    model.set_weights([np.full((2, 1), -3.0), np.zeros(1)])
+    checkpoint.on_epoch_end(2, {"val_loss": 0.9})  # worse: not kept
+    checkpoint.on_train_end()
+    saved = keras.saving.load_model(path)
+    assert model_store.read_record(path).sha256 == model_store.sha256_file(path)
+    assert np.allclose(saved.get_weights()[0], 7.0)
+    assert np.allclose(model.get_weights()[0], -3.0)  # training state left as it was
 
 
 @pytest.mark.slow

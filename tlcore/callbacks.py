@@ -148,43 +148,95 @@ class StopOnNaN(keras.callbacks.Callback):
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
-    """Saves the model whenever the monitored metric improves, atomically.
+    """Keeps the best model so far (by the monitored metric) in one ``.keras`` file.
 
-    The new file is written next to the old and moved over it, so a failed write (disk
-    full) leaves the previous best model intact; the failure is then raised. Saving goes
-    through `tlcore.model_store.save_model`, which records the file's SHA-256 in
-    ``model.json`` so that the app can check the file before it ever loads it.
+    Writing a whole model takes about half a second, far longer than an epoch of a head
+    trained on cached features. So an improvement is written at once only when the last
+    write is ``min_interval_s`` old; otherwise its weights are held in memory and written
+    when the interval has passed or training ends (cancel and NaN stops included). A
+    crash loses at most ``min_interval_s`` of improvements, never the file.
+
+    Writes are atomic through `tlcore.model_store.save_model`, which also records the
+    file's SHA-256 (``model.json``) so the app can check the file before loading it; a
+    failed write (disk full) leaves the previous best model intact and raises.
 
     Args:
         path: the ``.keras`` file to keep the best model in.
         monitor: the ``logs`` key to watch; falls back to ``loss`` when absent.
         best: the best value seen before (when resuming), or None.
+        model_to_save: the model written to ``path``; default the model being fitted.
+            Training passes the whole model while only its head is fitted.
+        save_fn: ``save_fn(model, target)`` writes the file; default ``model.save``.
+        min_interval_s: the least time between two writes; default 15 s.
     """
 
-    def __init__(self, path, *, monitor: str = "val_loss", best: float | None = None, save_fn=None):
+    MIN_INTERVAL_S = 15.0
+
+    def __init__(
+        self,
+        path,
+        *,
+        monitor: str = "val_loss",
+        best: float | None = None,
+        model_to_save=None,
+        save_fn=None,
+        min_interval_s: float = MIN_INTERVAL_S,
+    ):
         super().__init__()
         self.path = Path(path)
         self.monitor = monitor
         self.best = best
-        self.saved_epochs = 0
-        self._save = save_fn or (lambda model, target: model.save(target))
+        self.improvements = 0
+        self.min_interval_s = min_interval_s
+        self._model_to_save = model_to_save
+        self._save = save_fn
+        self._pending_weights = None  # a best epoch's weights not yet on disk
+        self._last_write = -math.inf
+
+    @property
+    def _target(self):
+        return self._model_to_save if self._model_to_save is not None else self.model
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         value = logs.get(self.monitor, logs.get("loss"))
-        if value is None or not math.isfinite(float(value)):
-            return
-        value = float(value)
-        if self.best is not None and value >= self.best:
-            return
+        improved = (
+            value is not None
+            and math.isfinite(float(value))
+            and (self.best is None or float(value) < self.best)
+        )
+        due = time.monotonic() - self._last_write >= self.min_interval_s
+        if improved:
+            self.best = float(value)
+            self.improvements += 1
+            if due:
+                self._write(None)
+            else:
+                self._pending_weights = self._target.get_weights()
+        elif due and self._pending_weights is not None:
+            self._write(self._pending_weights)
+
+    def on_train_end(self, logs=None):
+        if self._pending_weights is not None:
+            self._write(self._pending_weights)
+
+    def _write(self, weights) -> None:
+        """Saves the target model, with ``weights`` swapped in for the write if given."""
+        model = self._target
+        current = None
+        if weights is not None:
+            current = model.get_weights()
+            model.set_weights(weights)
         try:
-            # Atomic, and records the file's SHA-256 (model.json) for safe loading later.
-            model_store.save_model(self.model, self.path, save_fn=self._save)
+            model_store.save_model(model, self.path, save_fn=self._save)
         except OSError as exc:
             raise StorageError(
                 exc.errno,
                 f"Could not save the best model to {self.path}: {exc.strerror or exc}. "
                 "The previous checkpoint is kept. Free disk space and resume the run.",
             ) from exc
-        self.best = value
-        self.saved_epochs += 1
+        finally:
+            if current is not None:
+                model.set_weights(current)
+        self._pending_weights = None
+        self._last_write = time.monotonic()

@@ -167,7 +167,7 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
             run_dir / runs.MODEL_FILE,
             monitor=monitor,
             best=_best_so_far(run_dir, monitor),
-            save_fn=lambda _fitted, target: model.save(target),
+            model_to_save=model,
         ),
         class_weight=(
             class_weights([i.label for i in train_items], len(classes))

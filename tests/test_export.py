@@ -1,0 +1,201 @@
+"""Export (issue 7): every format is reloaded with its own runtime and compared with the
+Keras model; the bundle carries a model card and a usage script that works on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from tests.conftest import tiny_config, write_class_folders
+from tests.test_model_store import make_finished_run
+from tlcore import cli, datasets, export, model_store, predict, runs, train
+from tlcore.workspace import open_workspace
+
+FLOAT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A really trained tiny run (colour classes), finished, in its own workspace."""
+    root = tmp_path_factory.mktemp("export")
+    ws = open_workspace(root / "workspace")
+    source = write_class_folders(root / "tiny", {"red": 20, "green": 20, "blue": 20})
+    datasets.import_folder(ws, source, name="tiny")
+    record = runs.create_run(ws, tiny_config("tiny", epochs=4))
+    runs.set_state(ws, record.id, runs.RUNNING)
+    result = train.train_run(ws, record.id)
+    runs.set_state(ws, record.id, runs.FINISHED, summary=result.summary)
+    return ws, record.id, source
+
+
+@pytest.fixture(scope="module")
+def bundle(trained, tmp_path_factory):
+    """Every format exported once; the zip extracted for inspection."""
+    ws, run_id, _ = trained
+    steps = []
+    result = export.export_run(
+        ws, run_id, list(export.FORMATS), progress=lambda f, m: steps.append((f, m))
+    )
+    folder = tmp_path_factory.mktemp("bundle")
+    with zipfile.ZipFile(result.bundle) as archive:
+        archive.extractall(folder)
+    return result, folder / f"{run_id}-export", steps
+
+
+@pytest.mark.slow
+def test_every_format_round_trips_and_records_its_agreement(trained, bundle):
+    ws, run_id, _ = trained
+    result, folder, steps = bundle
+    assert result.bundle.parent == ws.run_dir(run_id) / "exports"
+    assert [p.name for p in (ws.run_dir(run_id) / "exports").iterdir()] == [result.bundle.name]
+    assert not result.failed, [r.error for r in result.failed]
+    by_format = {r.format: r for r in result.formats}
+    assert list(by_format) == list(export.FORMATS)
+    for fmt in FLOAT_FORMATS:
+        agreement = by_format[fmt].agreement
+        assert agreement["samples"] > 0
+        assert agreement["top1_match_rate"] == 1.0, fmt
+        assert agreement["max_abs_prob_diff"] < 1e-4, fmt
+    int8 = by_format["tflite-int8"].agreement
+    assert int8["top1_match_rate"] >= 0.8  # quantized: recorded, allowed to differ a little
+    assert int8["max_abs_prob_diff"] < 0.35
+    assert "test split of dataset 'tiny'" in result.samples_from
+    for name in ("model.keras", "tlcore_layers.py", "model.tflite", "model_int8.tflite"):
+        assert (folder / name).is_file(), name
+    assert (folder / "model.onnx").is_file() and (folder / "saved_model").is_dir()
+    assert steps[0][0] == 0.0 and steps[-1] == (1.0, "Done")
+
+
+@pytest.mark.slow
+def test_the_model_card_says_what_the_model_is(trained, bundle):
+    ws, run_id, _ = trained
+    result, folder, _ = bundle
+    card = json.loads((folder / "model_card.json").read_text())
+    assert card == result.card
+    assert card["classes"] == ["blue", "green", "red"]
+    assert card["backbone"]["name"] == "SmallCNN"
+    assert card["weights_origin"].startswith("none")
+    assert card["strategy"] == "full_fine_tune"
+    assert len(card["dataset"]["content_hash"]) == 64
+    assert card["metrics"]["epochs_completed"] == 4
+    assert card["input"]["preprocessing"] == (
+        "raw RGB 0–255, resized to 32×32; preprocessing is inside the model"
+    )
+    assert card["model_sha256"] == model_store.recorded_hash(ws.run_dir(run_id))
+    assert {f["format"] for f in card["formats"]} == set(export.FORMATS)
+    text = (folder / "model_card.md").read_text()
+    assert "| Classes | blue, green, red |" in text
+    assert "Top-1 agreement" in text and "TensorFlow Lite (int8)" in text
+    assert (folder / "labels.txt").read_text().split() == ["blue", "green", "red"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["tflite", "onnx", "keras", "tflite-int8"])
+def test_the_usage_script_runs_without_the_studio(trained, bundle, fmt):
+    ws, run_id, source = trained
+    _, folder, _ = bundle
+    image = source / "red" / "img_000.png"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "usage.py", str(image), "--format", fmt, "--top-k", "1"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    predicted = done.stdout.split()[0]
+    expected = predict.Predictor.for_run(ws, run_id).predict_images([image])[0].predicted_class
+    assert predicted == expected == "red"
+
+
+@pytest.mark.slow
+def test_cli_export_writes_the_bundle_where_asked(trained, tmp_path, capsys):
+    ws, run_id, _ = trained
+    out = tmp_path / "bundles"
+    code = cli.main(
+        ["--workspace", str(ws.root), "export", run_id, "--format", "tflite", "--out", str(out)]
+    )
+    assert code == cli.EXIT_OK
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["bundle"].startswith(str(out))
+    assert printed["formats"][0]["format"] == "tflite"
+    assert printed["formats"][0]["agreement"]["top1_match_rate"] == 1.0
+    names = zipfile.ZipFile(printed["bundle"]).namelist()
+    assert f"{run_id}-export/model.tflite" in names
+    assert f"{run_id}-export/usage.py" in names
+
+
+def test_cli_export_names_an_unknown_format(ws, capsys):
+    run_id, _ = make_finished_run(ws)
+    code = cli.main(["--workspace", str(ws.root), "export", run_id, "--format", "coreml"])
+    assert code == cli.EXIT_USAGE
+    assert "Received: format='coreml'" in capsys.readouterr().err
+
+
+def test_int8_without_the_runs_dataset_says_why(ws):
+    run_id, _ = make_finished_run(ws, dataset="gone")
+    with pytest.raises(export.ExportError, match="calibrated on images of the run's training"):
+        export.export_run(ws, run_id, ["tflite-int8"])
+    assert export.list_exports(ws.run_dir(run_id)) == []
+    assert not any((ws.run_dir(run_id) / "exports").iterdir())  # no staging left behind
+
+
+@pytest.mark.slow
+def test_one_failing_format_does_not_lose_the_others(ws):
+    run_id, _ = make_finished_run(ws, dataset="gone")
+    result = export.export_run(ws, run_id, ["tflite-int8", "tflite"])
+    assert [r.format for r in result.failed] == ["tflite-int8"]
+    assert "random images" in result.samples_from
+    names = zipfile.ZipFile(result.bundle).namelist()
+    assert f"{run_id}-export/model.tflite" in names
+    assert not any(n.endswith("model_int8.tflite") for n in names)
+    assert export.list_exports(ws.run_dir(run_id)) == [result.bundle]
+    assert export.bundle_summary(result.bundle)["run_id"] == run_id
+
+
+def test_a_tampered_model_is_not_exported(ws):
+    run_id, _ = make_finished_run(ws)
+    path = ws.run_dir(run_id) / runs.MODEL_FILE
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(model_store.ModelIntegrityError, match="hash mismatch"):
+        export.export_run(ws, run_id, ["keras"])
+
+
+def test_formats_are_checked_before_anything_happens():
+    assert export.check_formats(["onnx", "keras", "onnx"]) == ["keras", "onnx"]
+    with pytest.raises(ValueError, match="Choose at least one format"):
+        export.check_formats([])
+    assert export.available_formats()["onnx"] is None  # tf2onnx + onnxruntime installed
+
+
+def test_the_custom_layers_module_is_self_contained():
+    source = export.custom_layers_source()
+    assert '@keras.saving.register_keras_serializable(package="tlcore")' in source
+    assert "from tlcore" not in source and "import tlcore" not in source
+    namespace: dict = {}
+    exec(compile(source, "tlcore_layers.py", "exec"), namespace)  # defines, registers nothing new
+    layer = namespace["Preprocess"]("tf")
+    np.testing.assert_allclose(layer(np.full((1, 2, 2, 3), 255.0, np.float32)), 1.0)
+
+
+@pytest.mark.slow
+def test_augmentation_layers_stay_out_of_the_exports(ws):
+    # Model.export leaves Keras' random augmentation active; the exports must not.
+    run_id, _ = make_finished_run(
+        ws, dataset="gone", flip="horizontal", rotation=0.1, brightness=0.2, contrast=0.2
+    )
+    result = export.export_run(ws, run_id, ["savedmodel", "tflite", "onnx"], samples=16)
+    assert not result.failed, [r.error for r in result.failed]
+    for r in result.formats:
+        assert r.agreement["top1_match_rate"] == 1.0, r.format
+        assert r.agreement["max_abs_prob_diff"] < 1e-4, r.format
