@@ -160,7 +160,25 @@ def test_mirrored_strategy_on_two_logical_cpus(ws, tiny_dataset, monkeypatch):
 def test_missing_weights_run_is_refused_clearly(ws):
     config = tiny_config("tiny", weights="run:20990101-000000-abcdef")
     with pytest.raises(runs.RunNotFoundError, match="No run with id"):
-        train.resolve_run_weights(ws, config)
+        train.resolve_run_weights(ws, config, ws.root)
     source = runs.create_run(ws, tiny_config("tiny"))
     with pytest.raises(train.TrainingError, match="finished run"):
-        train.resolve_run_weights(ws, tiny_config("tiny", weights=f"run:{source.id}"))
+        train.resolve_run_weights(ws, tiny_config("tiny", weights=f"run:{source.id}"), ws.root)
+
+
+@pytest.mark.slow
+def test_transfer_from_an_earlier_run_checks_its_model_and_keeps_a_copy(ws, tiny_dataset):
+    from tlcore import model_store
+
+    source_id, _ = _train_in_process(ws, tiny_config(tiny_dataset, epochs=1))
+    runs.set_state(ws, source_id, "finished")
+    config = tiny_config(tiny_dataset, epochs=1, weights=f"run:{source_id}")
+    run_id, result = _train_in_process(ws, config)
+    assert result.state == "finished"
+    copy = ws.run_dir(run_id) / train.SOURCE_MODEL_FILE
+    assert model_store.sha256_file(copy) == model_store.recorded_hash(ws.run_dir(source_id))
+
+    model_file = ws.run_dir(source_id) / "model.keras"
+    model_file.write_bytes(model_file.read_bytes() + b"tampered")
+    with pytest.raises(model_store.ModelIntegrityError):
+        train.resolve_run_weights(ws, config, ws.root)

@@ -22,12 +22,13 @@ import numpy as np
 
 from tlcore import runs
 from tlcore.config import RunConfig
-from tlcore.fileio import atomic_write_json
+from tlcore.fileio import atomic_write_bytes, atomic_write_json
 from tlcore.workspace import Workspace
 
 BACKUP_DIR = "backup"
 TENSORBOARD_DIR = "logs"
 CLASSES_FILE = "classes.json"
+SOURCE_MODEL_FILE = "source_model.keras"  # weights "run:<id>": the checked starting model
 
 
 class TrainingError(RuntimeError):
@@ -88,18 +89,29 @@ def make_optimizer(config: RunConfig, learning_rate: float, steps_total: int):
     return keras.optimizers.RMSprop(lr, momentum=config.momentum)
 
 
-def resolve_run_weights(ws: Workspace, config: RunConfig) -> Path | None:
-    """For weights ``run:<id>``: that run's model file, which must be finished."""
+def resolve_run_weights(ws: Workspace, config: RunConfig, run_dir: Path) -> Path | None:
+    """For weights ``run:<id>``: a checked copy of that finished run's model file.
+
+    The source model is checked against the hash recorded when it was saved and copied
+    into this run's folder (``source_model.keras``), so the weights loaded are exactly the
+    bytes checked, and the run keeps a record of where its starting point came from.
+
+    Raises:
+        TrainingError: the source run is not finished or has no model.
+        tlcore.model_store.ModelIntegrityError: its model file was changed after training.
+    """
+    from tlcore import model_store
+
     if config.weights_kind != "run":
         return None
     source = runs.read_run(ws, config.weights_ref)
-    path = source.dir / runs.MODEL_FILE
-    if source.state != runs.FINISHED or not path.exists():
+    if source.state != runs.FINISHED or not (source.dir / runs.MODEL_FILE).exists():
         raise TrainingError(
             f"Weights 'run:{source.id}' need a finished run with a saved model; that run is "
             f"{source.state}. Choose a finished run or other weights."
         )
-    return path
+    checked = model_store.verified_model_bytes(source.dir, source.id)
+    return atomic_write_bytes(run_dir / SOURCE_MODEL_FILE, checked)
 
 
 @dataclass
@@ -144,7 +156,7 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
     train_items = dataset.items("train")
     if not train_items:
         raise TrainingError(f"Dataset {dataset.name!r} has no training images.")
-    run_model_path = resolve_run_weights(ws, config)
+    run_model_path = resolve_run_weights(ws, config, run_dir)
 
     distribution.split_cpu_for_testing()
     placement = distribution.choose_placement(config.distribution, config.mixed_precision)
