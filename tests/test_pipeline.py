@@ -80,8 +80,14 @@ def test_shuffle_is_deterministic_for_a_seed_and_changes_each_epoch(items):
 
 @pytest.mark.slow
 def test_shuffle_order_is_the_same_in_another_process(items, tmp_path):
+    # The order follows TensorFlow's global seed too, as every op-seeded op does; training
+    # sets it from the run's seed before building its datasets, and so do both sides here.
+    import keras
+
+    keras.utils.set_random_seed(7)
     script = (
         "import sys, json; from pathlib import Path\n"
+        "import keras; keras.utils.set_random_seed(7)\n"
         "from tlcore import pipeline\n"
         "pairs = [(p, 0) for p in json.loads(sys.argv[1])]\n"
         "kw = dict(image_size=8, batch_size=3, shuffle=True, seed=1)\n"
