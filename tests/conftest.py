@@ -16,6 +16,29 @@ from tlcore.workspace import open_workspace
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+# Real-browser tests: Debian's Chromium driven by Playwright (no browser download). A
+# module-scoped browser: Playwright's sync API must not outlive the module's event loop use.
+@pytest.fixture(scope="module")
+def browser():
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run scripts/ensure_chromium.sh")
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path) -> Path:
+    """Where browser tests save screenshots: ``$TLS_SCREENSHOTS`` or a temp folder."""
+    folder = Path(os.environ.get("TLS_SCREENSHOTS", tmp_path / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @pytest.fixture
 def ws(tmp_path, monkeypatch):
     """An empty workspace; workers started by the test are killed at the end."""

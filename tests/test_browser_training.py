@@ -10,22 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server, wait_for_app_idle
+from tests.browser import streamlit_server, wait_for_app_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 EPOCH_TEXT = re.compile(r"Epoch (\d+) of (\d+)")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run scripts/ensure_chromium.sh")
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _epoch_shown(page) -> int:

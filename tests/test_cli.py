@@ -12,16 +12,31 @@ from tests.conftest import REPO_ROOT, tiny_config
 from tlcore import cli, runs
 
 SUBCOMMANDS = [
-    [], ["datasets"], ["datasets", "import"], ["datasets", "list"], ["datasets", "show"],
-    ["datasets", "delete"], ["train"], ["runs"], ["runs", "list"], ["runs", "show"],
-    ["runs", "cancel"], ["runs", "resume"], ["evaluate"], ["predict"], ["export"],
+    [],
+    ["datasets"],
+    ["datasets", "import"],
+    ["datasets", "list"],
+    ["datasets", "show"],
+    ["datasets", "delete"],
+    ["train"],
+    ["runs"],
+    ["runs", "list"],
+    ["runs", "show"],
+    ["runs", "cancel"],
+    ["runs", "resume"],
+    ["evaluate"],
+    ["predict"],
+    ["export"],
 ]
 
 
 def tlcore(ws, *args, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "tlcore", "--workspace", str(ws.root), *args],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -34,8 +49,9 @@ def test_every_command_has_help(words, capsys):
 
 
 def test_invalid_value_exits_non_zero_naming_field_and_value(ws, capsys):
-    code = cli.main(["--workspace", str(ws.root), "train", "--set", "dataset=x",
-                     "--set", "learning_rate=-3"])
+    code = cli.main(
+        ["--workspace", str(ws.root), "train", "--set", "dataset=x", "--set", "learning_rate=-3"]
+    )
     assert code == 2
     assert "learning_rate=-3" in capsys.readouterr().err
 
@@ -77,9 +93,24 @@ def test_rebuild_index(ws, capsys):
 
 @pytest.mark.slow
 def test_train_in_the_foreground_prints_progress_and_one_json_line(ws, tiny_dataset):
-    result = tlcore(ws, "train", "--dataset", tiny_dataset, "--set", "backbone=SmallCNN",
-                    "--set", "weights=none", "--set", "image_size=32", "--set", "epochs=2",
-                    "--set", "batch_size=8", "--set", "strategy=full_fine_tune")
+    result = tlcore(
+        ws,
+        "train",
+        "--dataset",
+        tiny_dataset,
+        "--set",
+        "backbone=SmallCNN",
+        "--set",
+        "weights=none",
+        "--set",
+        "image_size=32",
+        "--set",
+        "epochs=2",
+        "--set",
+        "batch_size=8",
+        "--set",
+        "strategy=full_fine_tune",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1

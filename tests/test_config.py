@@ -90,5 +90,7 @@ def test_bad_overrides_say_what_is_wrong(text, match):
 
 
 def test_total_epochs_counts_both_phases():
-    assert RunConfig(dataset="d", strategy="two_phase", epochs=4, fine_tune_epochs=3).total_epochs == 7
+    assert (
+        RunConfig(dataset="d", strategy="two_phase", epochs=4, fine_tune_epochs=3).total_epochs == 7
+    )
     assert RunConfig(dataset="d", epochs=4, fine_tune_epochs=3).total_epochs == 4

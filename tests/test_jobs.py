@@ -57,9 +57,19 @@ def test_run_trains_in_another_process_and_leaves_a_complete_folder(ws, tiny_dat
     record = runs.read_run(ws, run_id)
     assert record.state == "running" and record.status.pid != os.getpid()
     record = jobs.wait_for(ws, run_id, timeout=RUN_TIMEOUT_S)
-    assert record.state == "finished", (record.status.error, (record.dir / "worker.log").read_text())
-    for name in ("config.json", "status.json", "progress.jsonl", "model.keras", "history.json",
-                 "metrics.json", "classes.json"):
+    assert record.state == "finished", (
+        record.status.error,
+        (record.dir / "worker.log").read_text(),
+    )
+    for name in (
+        "config.json",
+        "status.json",
+        "progress.jsonl",
+        "model.keras",
+        "history.json",
+        "metrics.json",
+        "classes.json",
+    ):
         assert (record.dir / name).exists(), name
     assert (record.dir / "logs").is_dir()  # TensorBoard
     epochs = [e["epoch"] for e in runs.read_progress(record.dir) if e["event"] == "epoch_end"]

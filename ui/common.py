@@ -79,3 +79,23 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
+
+
+def remember_selection(state_key: str, query_param: str, value: str) -> None:
+    """Keeps a page's selection in the session and the URL, so a reload or a shared link
+    opens the same thing."""
+    st.session_state[state_key] = value
+    st.query_params[query_param] = value
+
+
+def flash(key: str, kind: str, message: str) -> None:
+    """Leaves a message for the next run of a page (shown once by `show_flash`)."""
+    st.session_state[key] = (kind, message)
+
+
+def show_flash(key: str) -> None:
+    kind, message = st.session_state.pop(key, (None, None))
+    if kind == "success":
+        st.success(message, icon=":material/check_circle:")
+    elif kind == "info":
+        st.info(message, icon=":material/info:")

@@ -23,7 +23,16 @@ from tlcore.archives import ArchiveError
 from tlcore.datasets import Dataset, DatasetError, DatasetSummary, ImportOptions
 from tlcore.fileio import StorageError
 from ui import dataset_view as view
-from ui.common import PAGES, empty_state, human_bytes, page_header, workspace
+from ui.common import (
+    PAGES,
+    empty_state,
+    flash,
+    human_bytes,
+    page_header,
+    remember_selection,
+    show_flash,
+    workspace,
+)
 
 SELECTED_KEY = "dataset"  # the dataset this session works on (its id); other pages read it
 QUERY_PARAM = "dataset"
@@ -42,23 +51,6 @@ Progress = Callable[[float, str], None]
 
 
 # -- state ---------------------------------------------------------------------------------
-def _select(dataset_id: str) -> None:
-    st.session_state[SELECTED_KEY] = dataset_id
-    st.query_params[QUERY_PARAM] = dataset_id
-
-
-def _flash(kind: str, message: str) -> None:
-    st.session_state[FLASH_KEY] = (kind, message)
-
-
-def _show_flash() -> None:
-    kind, message = st.session_state.pop(FLASH_KEY, (None, None))
-    if kind == "success":
-        st.success(message, icon=":material/check_circle:")
-    elif kind == "info":
-        st.info(message, icon=":material/info:")
-
-
 def _generation() -> int:
     return int(st.session_state.get(GENERATION_KEY, 0))
 
@@ -85,7 +77,7 @@ def _selected(summaries: list[DatasetSummary]) -> DatasetSummary:
         else:
             chosen = summaries[0].id
     if st.session_state.get(SELECTED_KEY) != chosen or wanted != chosen:
-        _select(chosen)
+        remember_selection(SELECTED_KEY, QUERY_PARAM, chosen)
     return by_id[chosen]
 
 
@@ -194,7 +186,8 @@ def _run_import(what: str, action: Callable[[Progress], Dataset]) -> None:
         )
         return
     if dataset.already_existed:
-        _flash(
+        flash(
+            FLASH_KEY,
             "info",
             f"**Already imported** as **{dataset.name}**: identical images (same content, same "
             "split) are in the workspace already, so nothing new was added.",
@@ -207,7 +200,8 @@ def _run_import(what: str, action: Callable[[Progress], Dataset]) -> None:
             checks = " See the notes under Checks below."
         else:
             checks = ""
-        _flash(
+        flash(
+            FLASH_KEY,
             "success",
             f"**Imported {dataset.name}**: {dataset.num_images:,} images in "
             f"{len(dataset.classes)} classes.{checks}",
@@ -215,7 +209,7 @@ def _run_import(what: str, action: Callable[[Progress], Dataset]) -> None:
     st.session_state[IMPORTING_KEY] = False
     st.session_state[GENERATION_KEY] = _generation() + 1  # new keys: empty uploaders
     st.session_state[CLASS_ROWS_KEY] = [0, 1]
-    _select(dataset.id)
+    remember_selection(SELECTED_KEY, QUERY_PARAM, dataset.id)
     st.rerun()
 
 
@@ -565,7 +559,7 @@ def _list_row(summary: DatasetSummary, selected: str | None) -> None:
             )
     if clicked and (not is_selected or st.session_state.get(IMPORTING_KEY)):
         st.session_state[IMPORTING_KEY] = False
-        _select(summary.id)
+        remember_selection(SELECTED_KEY, QUERY_PARAM, summary.id)
         st.rerun()
 
 
@@ -683,7 +677,8 @@ def _delete_zone(summary: DatasetSummary) -> None:
             except (DatasetError, OSError) as exc:
                 st.error(f"**Could not delete the dataset.** {exc}", icon=":material/error:")
                 return
-            _flash(
+            flash(
+                FLASH_KEY,
                 "success",
                 f"Deleted **{summary.name}**."
                 + (" Runs that used it keep their records." if used_by else ""),
@@ -731,7 +726,7 @@ page_header(
     "Bring your own images: a zip of class folders, images per class, a folder on the server, "
     "or a ready-made dataset. Every import is checked and split once, the same for every run.",
 )
-_show_flash()
+show_flash(FLASH_KEY)
 summaries = datasets.list_datasets(ws)
 if not summaries:
     empty_state(

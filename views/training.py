@@ -28,7 +28,16 @@ from tlcore.progress import (
     summarize_progress,
 )
 from ui.charts import CHART_CONFIG, training_curve_figure
-from ui.common import PAGES, empty_state, page_header, state_badge, workspace
+from ui.common import (
+    PAGES,
+    empty_state,
+    flash,
+    page_header,
+    remember_selection,
+    show_flash,
+    state_badge,
+    workspace,
+)
 
 LIVE_REFRESH_S = 1.5
 QUEUE_REFRESH_S = 4.0
@@ -73,23 +82,6 @@ def _default_run(records: list[runs.RunRecord]) -> str:
     return (running or records)[0].id
 
 
-def _select(run_id: str) -> None:
-    st.session_state[SELECTED_KEY] = run_id
-    st.query_params[QUERY_PARAM] = run_id
-
-
-def _flash(kind: str, message: str) -> None:
-    st.session_state[FLASH_KEY] = (kind, message)
-
-
-def _show_flash() -> None:
-    kind, message = st.session_state.pop(FLASH_KEY, (None, None))
-    if kind == "success":
-        st.success(message, icon=":material/check_circle:")
-    elif kind == "info":
-        st.info(message, icon=":material/info:")
-
-
 def _selected_run(records: list[runs.RunRecord]) -> runs.RunRecord:
     """The run to show: the URL's ``?run=``, else this session's choice, else a default."""
     by_id = {r.id: r for r in records}
@@ -106,7 +98,7 @@ def _selected_run(records: list[runs.RunRecord]) -> runs.RunRecord:
         remembered = st.session_state.get(SELECTED_KEY)
         chosen = remembered if remembered in by_id else _default_run(records)
     if st.session_state.get(SELECTED_KEY) != chosen or wanted != chosen:
-        _select(chosen)
+        remember_selection(SELECTED_KEY, QUERY_PARAM, chosen)
     return by_id[chosen]
 
 
@@ -149,7 +141,7 @@ def _queue_row(record: runs.RunRecord, selected: str, *, prefix: str = "") -> No
         else:
             st.markdown(f"{state_badge(record.state)} :small[:gray[{_run_caption(record)}]]")
     if clicked and not is_selected:
-        _select(record.id)
+        remember_selection(SELECTED_KEY, QUERY_PARAM, record.id)
         st.rerun()
 
 
@@ -273,7 +265,11 @@ def _cancel(record: runs.RunRecord) -> None:
         st.error(f"**Could not stop the run.** {exc}", icon=":material/error:")
         return
     if state == runs.CANCELLED:
-        _flash("info", "Removed from the queue. **Resume** puts it back at the end of the queue.")
+        flash(
+            FLASH_KEY,
+            "info",
+            "Removed from the queue. **Resume** puts it back at the end of the queue.",
+        )
     st.rerun()
 
 
@@ -289,7 +285,11 @@ def _resume(record: runs.RunRecord) -> None:
     except (runs.RunNotFoundError, StorageError, ValueError) as exc:
         st.error(f"**Could not resume the run.** {exc}", icon=":material/error:")
         return
-    _flash("success", "Resumed: the run is queued and continues from its last completed epoch.")
+    flash(
+        FLASH_KEY,
+        "success",
+        "Resumed: the run is queued and continues from its last completed epoch.",
+    )
     st.rerun()
 
 
@@ -493,7 +493,7 @@ if not records:
         icon=":material/model_training:",
     )
 else:
-    _show_flash()
+    show_flash(FLASH_KEY)
     selected = _selected_run(records)
     anything_active = any(r.state in runs.ACTIVE_STATES for r in records)
     queue_column, detail_column = st.columns([1, 3], gap="medium")
