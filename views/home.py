@@ -5,6 +5,7 @@ import streamlit as st
 
 from tlcore import runs
 from tlcore.cli import run_row
+from tlcore.progress import strategy_label
 from tlcore.quickstart import quick_start
 from tlcore.system import system_info
 from ui.common import PAGES, empty_state, human_bytes, page_header, workspace
@@ -49,70 +50,100 @@ def _quick_start_card() -> None:
             st.switch_page(PAGES["training"])
 
 
-records = runs.list_runs(ws)
-left, right = st.columns([3, 1], gap="large")
-with left:
-    if not records:
-        _quick_start_card()
-    st.subheader("Runs")
-    if not records:
-        if _has_datasets():
-            empty_state(
-                "No training runs yet. Choose a backbone and a freezing strategy, then train.",
-                action="Choose a model",
-                page="model",
-            )
-        else:
-            empty_state(
-                "No runs yet. Start by importing images — a zip of class folders, a folder on "
-                "this server, or the built-in demo dataset.",
-                action="Import a dataset",
-                page="dataset",
-            )
-    else:
-        counts = pd.Series([r.state for r in records]).value_counts()
-        cols = st.columns(4)
-        for col, state in zip(cols, ("running", "queued", "finished", "failed"), strict=True):
-            col.metric(state.capitalize(), int(counts.get(state, 0)))
-        table = pd.DataFrame([run_row(r) for r in records])
-        st.dataframe(
-            table[
-                [
-                    "id",
-                    "name",
-                    "state",
-                    "dataset",
-                    "backbone",
-                    "strategy",
-                    "val_accuracy",
-                    "epochs",
-                    "created",
-                    "problem",
-                ]
+def _runs_table(records: list[runs.RunRecord]) -> None:
+    """The runs, newest first; choosing a row offers to open it on the page that fits it."""
+    rows = [run_row(r) for r in records]
+    table = pd.DataFrame(
+        {
+            "Run": [row["name"] or row["id"] for row in rows],
+            "State": [row["state"] for row in rows],
+            "Dataset": [row["dataset"] for row in rows],
+            "Backbone": [row["backbone"] for row in rows],
+            "Strategy": [
+                strategy_label(row["strategy"]) if row["strategy"] else "" for row in rows
             ],
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "id": st.column_config.TextColumn("Run"),
-                "val_accuracy": st.column_config.ProgressColumn(
-                    "Val. accuracy", min_value=0.0, max_value=1.0, format="percent"
-                ),
-                "epochs": st.column_config.NumberColumn("Epochs"),
-                "problem": st.column_config.TextColumn("Problem / error", width="large"),
-            },
+            "Val. accuracy": [row["val_accuracy"] for row in rows],
+            "Epochs": [row["epochs"] for row in rows],
+            "Created": [row["created"].replace("T", " ")[:16] for row in rows],
+            "Problem": [row["problem"] for row in rows],
+        }
+    )
+    if not table["Problem"].astype(bool).any():
+        table = table.drop(columns="Problem")
+    event = st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key="home_runs",
+        column_config={
+            "Run": st.column_config.TextColumn(width="large"),
+            "Val. accuracy": st.column_config.ProgressColumn(
+                min_value=0.0, max_value=1.0, format="percent"
+            ),
+            "Problem": st.column_config.TextColumn(width="large"),
+        },
+    )
+    chosen = event.selection.rows if event is not None else []
+    if not chosen:
+        st.caption("Select a run to open it.")
+        return
+    record = records[chosen[0]]
+    go_train, go_eval, _ = st.columns([1, 1, 2])
+    go_train.page_link(
+        PAGES["training"],
+        label="Open in Training",
+        icon=":material/model_training:",
+        query_params={"run": record.id},
+    )
+    if record.state == runs.FINISHED:
+        go_eval.page_link(
+            PAGES["evaluation"],
+            label="Evaluate",
+            icon=":material/insights:",
+            query_params={"run": record.id},
         )
-with right:
-    st.subheader("System")
+
+
+def _system_panel() -> None:
     info = _system(str(ws.root))
+    devices = ", ".join(d["name"].split("device:")[-1] for d in info["devices"])
+    compute = (
+        f"{info['gpu_count']} GPU(s)"
+        if info["gpu_count"]
+        else f"CPU only, {info['cpu_count']} cores"
+    )
     with st.container(border=True):
-        st.markdown(f"**TensorFlow** {info['tensorflow']} · **Keras** {info['keras']}")
-        if info["gpu_count"]:
-            st.markdown(f":material/memory: **{info['gpu_count']} GPU(s)**")
-        else:
-            st.markdown(f":material/memory: CPU only ({info['cpu_count']} cores)")
-        st.markdown(
-            "**Devices:** " + ", ".join(d["name"].split("device:")[-1] for d in info["devices"])
+        st.markdown("**:material/memory: System**")
+        framework, device, disk, paths = st.columns([1, 1, 1, 2])
+        framework.markdown(f"TensorFlow **{info['tensorflow']}**  \nKeras **{info['keras']}**")
+        device.markdown(f"**{compute}**  \n:gray[{devices}]")
+        disk.markdown(f"Free disk **{human_bytes(info['free_disk_bytes'])}**")
+        paths.markdown(f"Workspace `{info['workspace']}`  \nWeights cache `{info['keras_home']}`")
+
+
+records = runs.list_runs(ws)
+if not records:
+    _quick_start_card()
+st.subheader("Runs")
+if not records:
+    if _has_datasets():
+        empty_state(
+            "No training runs yet. Choose a backbone and a freezing strategy, then train.",
+            action="Choose a model",
+            page="model",
         )
-        st.markdown(f"**Workspace:** `{info['workspace']}`")
-        st.markdown(f"**Free disk:** {human_bytes(info['free_disk_bytes'])}")
-        st.markdown(f"**Weights cache:** `{info['keras_home']}`")
+    else:
+        empty_state(
+            "No runs yet. Start by importing images — a zip of class folders, a folder on "
+            "this server, or the built-in demo dataset.",
+            action="Import a dataset",
+            page="dataset",
+        )
+else:
+    counts = pd.Series([r.state for r in records]).value_counts()
+    for col, state in zip(st.columns(4), ("running", "queued", "finished", "failed"), strict=True):
+        col.metric(state.capitalize(), int(counts.get(state, 0)), border=True)
+    _runs_table(records)
+_system_panel()
