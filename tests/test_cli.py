@@ -120,3 +120,73 @@ def test_train_in_the_foreground_prints_progress_and_one_json_line(ws, tiny_data
     assert "epoch 2/2" in result.stderr  # the progress bar
     run_dir = ws.run_dir(final["run_id"])
     assert (run_dir / "model.keras").exists() and (run_dir / "history.json").exists()
+
+
+def test_datasets_import_list_show_and_delete(ws, tmp_path, capsys):
+    from tests.conftest import write_class_folders
+
+    folder = write_class_folders(tmp_path / "pets", {"cats": 6, "dogs": 6})
+    base = ["--workspace", str(ws.root), "datasets"]
+    assert cli.main([*base, "import", "--folder", str(folder), "--name", "pets"]) == 0
+    imported = json.loads(capsys.readouterr().out)
+    assert imported["classes"] == ["cats", "dogs"] and imported["images"] == 12
+    assert cli.main([*base, "import", "--folder", str(folder), "--name", "pets"]) == 0
+    assert json.loads(capsys.readouterr().out)["already_existed"] is True
+    assert cli.main([*base, "list", "--json"]) == 0
+    assert [row["name"] for row in json.loads(capsys.readouterr().out)] == ["pets"]
+    assert cli.main([*base, "show", "pets"]) == 0
+    assert json.loads(capsys.readouterr().out)["manifest"]["num_images"] == 12
+    assert cli.main([*base, "delete", "pets"]) == 2  # needs --yes
+    assert "--yes" in capsys.readouterr().err
+    assert cli.main([*base, "delete", "pets", "--yes"]) == 0
+    assert cli.main([*base, "show", "pets"]) == 2
+
+
+def test_importing_a_single_class_is_refused_with_the_reason(ws, tmp_path, capsys):
+    from tests.conftest import write_class_folders
+
+    folder = write_class_folders(tmp_path / "one", {"cats": 6})
+    code = cli.main(["--workspace", str(ws.root), "datasets", "import", "--folder", str(folder)])
+    assert code == 2
+    assert "cats" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kill_and_resume_from_the_cli(ws, tiny_dataset):
+    import os
+    import signal
+    import time
+
+    started = tlcore(
+        ws,
+        "train",
+        "--dataset",
+        tiny_dataset,
+        "--detach",
+        "--set",
+        "backbone=SmallCNN",
+        "--set",
+        "weights=none",
+        "--set",
+        "image_size=32",
+        "--set",
+        "epochs=6",
+        "--set",
+        "batch_size=8",
+    )
+    run_id = json.loads(started.stdout)["run_id"]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        epochs = [e for e in runs.read_progress(ws.run_dir(run_id)) if e["event"] == "epoch_end"]
+        if len(epochs) >= 2:
+            break
+        time.sleep(0.2)
+    os.kill(runs.read_run(ws, run_id).status.pid, signal.SIGKILL)
+    time.sleep(0.5)
+
+    listed = json.loads(tlcore(ws, "runs", "list", "--json").stdout)
+    assert listed[0]["state"] == "interrupted"
+    resumed = tlcore(ws, "runs", "resume", run_id, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert final["status"] == "finished" and final["metrics"]["epochs_completed"] == 6

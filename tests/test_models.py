@@ -83,7 +83,9 @@ def _bn_layers(model):
 
 # -- structure -----------------------------------------------------------------------------
 def test_model_takes_raw_images_and_outputs_probabilities():
-    config = _config(rotation=0.1, zoom=0.2, translation=0.1, contrast=0.2, brightness=0.2)
+    config = _config(
+        flip="horizontal", rotation=0.1, zoom=0.2, translation=0.1, contrast=0.2, brightness=0.2
+    )
     model = build_model(config, 3)
     assert [layer.name for layer in model.layers] == [
         "image",

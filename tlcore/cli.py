@@ -666,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         ws = open_workspace(args.workspace)
+        if args.command in ("runs", "train"):
+            jobs.reconcile(ws)  # runs whose worker died are shown (and resumable) as interrupted
         return COMMANDS[args.command](args, ws)
     except (UserError, ValueError, LookupError, StorageError, runs.InvalidTransitionError) as exc:
         if isinstance(exc, StorageError):
