@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tlcore import jobs, runs
-from tlcore.config import apply_overrides
+from tlcore.config import RunConfig, apply_overrides
 from tlcore.fileio import StorageError, read_json
 from tlcore.progress import format_duration, summarize_progress
 from tlcore.workspace import open_workspace
@@ -119,7 +119,9 @@ def _final_line(record: runs.RunRecord) -> dict:
 
 
 # -- commands -------------------------------------------------------------------------
-def cmd_train(args, ws) -> int:
+def config_from_args(ws, args) -> RunConfig:
+    """The run configuration of ``--config FILE`` plus ``--set`` and ``--dataset`` overrides,
+    validated, for a dataset that exists."""
     base: dict = {}
     if args.config:
         try:
@@ -135,6 +137,11 @@ def cmd_train(args, ws) -> int:
         overrides.append(f"dataset={args.dataset}")
     config = apply_overrides(base, overrides)
     _check_dataset_exists(ws, config.dataset)
+    return config
+
+
+def cmd_train(args, ws) -> int:
+    config = config_from_args(ws, args)
     run_id = jobs.submit(ws, config)
     if args.detach:
         _print_json({"run_id": run_id, "status": runs.read_run(ws, run_id).state})
@@ -355,16 +362,7 @@ def cmd_sweep(args, ws) -> int:
         return EXIT_OK
     if not args.dataset:
         raise UserError("Say which dataset to sweep on: --dataset NAME (or --results SWEEP_ID).")
-    base: dict = {}
-    if args.config:
-        try:
-            base = read_json(args.config)
-        except FileNotFoundError:
-            raise UserError(f"Config file {args.config} does not exist.") from None
-        except ValueError as exc:
-            raise UserError(f"Config file {args.config} is not valid JSON: {exc}") from None
-    config = apply_overrides(base, [*(args.set or []), f"dataset={args.dataset}"])
-    _check_dataset_exists(ws, config.dataset)
+    config = config_from_args(ws, args)
     started = sweep.start_sweep(ws, config, unfreeze=args.unfreeze)
     if not args.wait:
         _print_json({"sweep_id": started.id, "runs": started.runs})
