@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +96,19 @@ def tiny_config(dataset: str, **changes):
     )
     values.update(changes)
     return RunConfig(**values)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height 1-bit pixels but carries almost no data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import png_header_only
 from tlcore import images
 from tlcore.images import ImageError, ImageInfo, load_image, load_image_array, probe_image
 
@@ -25,22 +24,6 @@ def encode(image: Image.Image, fmt: str, **params) -> bytes:
 def noise_jpeg(size: int = 64) -> bytes:
     pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     return encode(Image.fromarray(pixels), "JPEG", quality=90)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height 1-bit pixels but carries almost no data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def with_orientation(image: Image.Image, fmt: str, orientation: int) -> bytes:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import struct
 import zipfile
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import png_header_only
 from tests.test_model_store import CLASSES, make_finished_run
 from tlcore import archives, cli, images, model_store, predict, runs
 
@@ -36,22 +35,6 @@ def _jpeg_bytes(size=64) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buffer, "JPEG")
     return buffer.getvalue()
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims ``width`` x ``height`` pixels but holds almost nothing."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_predictions_match_the_models_output(ws, tmp_path):
@@ -88,7 +71,7 @@ def test_bad_files_get_a_message_naming_them_and_the_rest_are_predicted(predicto
     data = _jpeg_bytes()
     truncated.write_bytes(data[: len(data) // 2])
     huge = tmp_path / "huge.png"
-    huge.write_bytes(_png_header_only(20_000, 20_000))
+    huge.write_bytes(png_header_only(20_000, 20_000))
     results = predictor.predict_images([text, good, truncated, huge])
     by_name = {r.name.rsplit("/", 1)[-1]: r for r in results}
     assert by_name["good.png"].ok and by_name["good.png"].predicted_class in CLASSES

@@ -498,6 +498,20 @@ def cmd_not_yet(args, ws) -> int:
 
 
 # -- parser ---------------------------------------------------------------------------
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    """The options `config_from_args` reads."""
+    parser.add_argument("--config", help="a JSON run configuration")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one configuration field (repeatable)",
+    )
+    parser.add_argument(
+        "--dataset", help="the dataset to train on (shorthand for --set dataset=NAME)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tlcore",
@@ -546,14 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a training run. Fields come from --config, then --set overrides, "
         "e.g. --set backbone=MobileNet --set alpha=0.25 --set epochs=5.",
     )
-    p_train.add_argument("--config", help="a JSON run configuration")
-    p_train.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override one configuration field (repeatable)",
-    )
-    p_train.add_argument("--dataset", help="shorthand for --set dataset=NAME")
+    _add_config_args(p_train)
     p_train.add_argument(
         "--detach",
         action="store_true",
@@ -596,11 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Queue feature extraction, fine-tune top N, bias-only, two-phase and "
         "from-scratch runs with the same data, architecture and epoch budget.",
     )
-    p_sweep.add_argument("--dataset", help="the dataset to train on")
-    p_sweep.add_argument("--config", help="a JSON run configuration to start from")
-    p_sweep.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a field (repeatable)"
-    )
+    _add_config_args(p_sweep)
     p_sweep.add_argument(
         "--unfreeze", type=int, default=2, help="blocks fine-tune top N and two-phase unfreeze"
     )
