@@ -131,15 +131,7 @@ def training_curve_figure(
             )
 
     if not history:
-        fig.add_annotation(
-            text="Curves appear after the first epoch",
-            xref="paper",
-            yref="paper",
-            x=0.5,
-            y=0.5,
-            showarrow=False,
-            font={"size": 13, "color": "rgba(120, 120, 130, 1)"},
-        )
+        add_empty_note(fig, "Curves appear after the first epoch")
 
     fig.update_layout(
         title={
@@ -208,3 +200,16 @@ def _best(history: Sequence[EpochRow], key: str, *, lower: bool) -> tuple[int, f
 def _next_start(phase_starts: Mapping[int, int], index: int, last_epoch: int) -> int:
     later = [start for i, start in phase_starts.items() if i > index]
     return min(later) - 1 if later else last_epoch
+
+
+def add_empty_note(fig: go.Figure, text: str) -> None:
+    """Writes ``text`` in the middle of a chart that has nothing to plot yet."""
+    fig.add_annotation(
+        text=text,
+        xref="paper",
+        yref="paper",
+        x=0.5,
+        y=0.5,
+        showarrow=False,
+        font={"size": 13, "color": "rgba(120, 120, 130, 1)"},
+    )

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 
 from tlcore.metrics import Calibration, Curve, EvaluationMetrics
-from ui.charts import GRID_COLOR
+from ui.charts import GRID_COLOR, add_empty_note
 
 PALETTE = (
     "#1C6DD0",
@@ -212,14 +212,7 @@ def curves_figure(curves: Sequence[Curve], *, kind: str, height: int = 340) -> g
     else:
         title, x_title, y_title = "Precision–recall (average precision)", "Recall", "Precision"
     if not shown:
-        fig.add_annotation(
-            text="No class has both positive and negative images",
-            xref="paper",
-            yref="paper",
-            x=0.5,
-            y=0.5,
-            showarrow=False,
-        )
+        add_empty_note(fig, "No class has both positive and negative images")
     _layout(fig, title, height, legend={"font": {"size": 11}, "bgcolor": "rgba(0,0,0,0)"})
     fig.update_xaxes(title=x_title, range=[-0.01, 1.01], gridcolor=GRID_COLOR, zeroline=False)
     fig.update_yaxes(title=y_title, range=[-0.01, 1.03], gridcolor=GRID_COLOR, zeroline=False)
@@ -355,14 +348,7 @@ def overlaid_curves_figure(
             )
         )
     if not fig.data:
-        fig.add_annotation(
-            text="No epochs recorded yet",
-            xref="paper",
-            yref="paper",
-            x=0.5,
-            y=0.5,
-            showarrow=False,
-        )
+        add_empty_note(fig, "No epochs recorded yet")
     _layout(
         fig,
         title,
