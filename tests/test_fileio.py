@@ -38,10 +38,18 @@ def test_unwritable_folder_says_so(tmp_path):
         tmp_path.chmod(0o700)
 
 
-def test_jsonl_skips_a_torn_last_line(tmp_path):
+def test_jsonl_tail_reads_only_what_was_appended_and_waits_for_torn_lines(tmp_path):
     path = tmp_path / "progress.jsonl"
-    fileio.append_jsonl(path, {"event": "epoch_end", "epoch": 1})
+    tail = fileio.JsonlTail()
+    assert tail.read(path) == []
+    fileio.append_jsonl(path, {"epoch": 1})
+    assert tail.read(path) == [{"epoch": 1}]
     with open(path, "a") as fh:
-        fh.write('{"event": "epoch_e')  # the process died mid-write
-    assert fileio.read_jsonl(path) == [{"event": "epoch_end", "epoch": 1}]
-    assert fileio.read_jsonl(tmp_path / "missing.jsonl") == []
+        fh.write('{"epoch": 2}\n{"epo')  # the writer is mid-line
+    assert tail.read(path) == [{"epoch": 1}, {"epoch": 2}]
+    with open(path, "a") as fh:
+        fh.write('ch": 3}\n')
+    assert tail.read(path) == [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}]
+    path.unlink()
+    fileio.append_jsonl(path, {"epoch": 9})  # a new file at the same path
+    assert tail.read(path) == [{"epoch": 9}]

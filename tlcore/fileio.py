@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -91,19 +92,40 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         raise _explain(exc, path) from exc
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Reads a JSON-lines file, skipping a torn last line left by a crash mid-write."""
-    records: list[dict] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-    except FileNotFoundError:
-        return []
-    return records
+class JsonlTail:
+    """Reads an append-only JSON-lines file incrementally: each call parses only new lines.
+
+    The Training page polls a run's progress log every second or two for as long as the run
+    lasts; re-parsing the whole file each time would grow with the run. Complete lines are
+    parsed once and kept; a torn last line is read again on the next call. Thread-safe (the
+    web server renders sessions in several threads).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[int, int, list[dict]]] = {}  # path → (inode, offset, records)
+
+    def read(self, path: str | os.PathLike) -> list[dict]:
+        key = os.fspath(path)
+        with self._lock:
+            try:
+                st = os.stat(key)
+            except FileNotFoundError:
+                self._seen.pop(key, None)
+                return []
+            inode, offset, records = self._seen.get(key, (st.st_ino, 0, []))
+            if inode != st.st_ino or st.st_size < offset:  # replaced or truncated: start over
+                offset, records = 0, []
+            if st.st_size > offset:
+                with open(key, "rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read(st.st_size - offset)
+                complete = chunk.rfind(b"\n") + 1
+                for line in chunk[:complete].splitlines():
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError:
+                        continue
+                offset += complete
+            self._seen[key] = (st.st_ino, offset, records)
+            return list(records)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tlcore import index
 from tlcore.config import RunConfig
-from tlcore.fileio import append_jsonl, atomic_write_json, read_json, read_jsonl
+from tlcore.fileio import JsonlTail, append_jsonl, atomic_write_json, read_json
 from tlcore.workspace import Workspace
 
 CONFIG_FILE = "config.json"
@@ -232,8 +232,12 @@ def append_progress(run_dir: Path, event: str, **fields) -> None:
     append_jsonl(Path(run_dir) / PROGRESS_FILE, {"event": event, "time": now_iso(), **fields})
 
 
+_progress_tail = JsonlTail()
+
+
 def read_progress(run_dir: Path) -> list[dict]:
-    return read_jsonl(Path(run_dir) / PROGRESS_FILE)
+    """The run's progress events, oldest first (parsed incrementally across calls)."""
+    return _progress_tail.read(Path(run_dir) / PROGRESS_FILE)
 
 
 def request_cancel(run_dir: Path) -> None:
