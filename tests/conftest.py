@@ -93,6 +93,7 @@ def tiny_config(dataset: str, **changes):
         batch_size=8,
         flip="none",
         strategy="full_fine_tune",
+        head_search=False,  # epochs of SGD: what most training mechanics tests exercise
     )
     values.update(changes)
     return RunConfig(**values)

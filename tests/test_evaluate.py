@@ -180,6 +180,10 @@ def test_cli_evaluate_with_report_writes_the_html(trained, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     out = json.loads(capsys.readouterr().out)
     assert out["split"] == "test" and 0.0 <= out["metrics"]["accuracy"] <= 1.0
+    # The CLI contract: the headline with its interval and n, flat.
+    low, high = out["accuracy_ci95"]
+    assert low <= out["accuracy"] <= high and out["num_samples"] > 0
+    assert isinstance(out["macro_f1"], float) and isinstance(out["collapsed"], bool)
     assert out["report"]["html"] == str(path)
     assert "<!DOCTYPE html>" in path.read_text()
 
@@ -276,3 +280,29 @@ def test_without_a_test_split_the_validation_split_is_used_and_said(ws, tmp_path
         fh.write(b"tampered")
     with pytest.raises(evaluate.EvaluationError, match="changed after training"):
         evaluate.evaluate_run(ws, run_id)
+
+
+@pytest.mark.slow
+def test_a_model_made_to_collapse_is_flagged_by_the_cli_and_the_run_summary(
+    ws, tiny_dataset, capsys
+):
+    from tlcore import model_store, models
+
+    run_id = _train_in_process(ws, tiny_config(tiny_dataset, epochs=1))
+    path = ws.run_dir(run_id) / runs.MODEL_FILE
+    model = models.load_model(path)
+    logits = models.head_model(model).get_layer("logits")
+    kernel, bias = logits.get_weights()
+    bias[:] = [50.0, 0.0, 0.0]  # class 0 wins for every image
+    logits.set_weights([kernel * 0.0, bias])
+    model_store.save_model(model, path)
+
+    code = cli.main(["--workspace", str(ws.root), "evaluate", run_id, "--fresh", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["collapsed"] is True
+    assert "collapsed to one class" in out["collapse_message"]
+    assert cli.main(["--workspace", str(ws.root), "evaluate", run_id]) == 0
+    assert "WARNING: The model predicts" in capsys.readouterr().out
+    figures = train.evaluated_figures(evaluate.load_evaluation(ws, run_id))
+    assert "collapsed to one class" in figures["collapse"]

@@ -87,7 +87,7 @@ def test_checkpoint_and_final_save_record_the_hash(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     checkpoint = callbacks.BestModelCheckpoint(tmp_path / "model.keras")
     checkpoint.set_model(model)
-    checkpoint.on_epoch_end(0, {"val_loss": 1.0})
+    checkpoint.on_epoch_end(0, {"val_accuracy": 0.5, "val_loss": 1.0})
     record = model_store.read_record(tmp_path / "model.keras")
     assert record.sha256 == model_store.sha256_file(tmp_path / "model.keras")
 

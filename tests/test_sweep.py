@@ -90,13 +90,16 @@ def test_cli_sweep_queues_and_prints_the_runs(ws, tiny_dataset, no_workers, caps
 # --------------------------------------------------------------------------- baselines
 
 
-def test_baseline_copies_the_run_from_scratch_with_its_whole_epoch_budget(ws, no_workers):
-    config = tiny_config("tiny", name="pets", strategy="two_phase", epochs=2, fine_tune_epochs=3)
+def test_baseline_is_the_same_network_with_the_recipe_training_from_scratch_needs(ws, no_workers):
+    config = tiny_config("tiny", name="pets", strategy="two_phase", epochs=20, fine_tune_epochs=15)
     original = runs.create_run(ws, config).id
     baseline_id = sweep.start_baseline(ws, original)
     baseline = runs.read_run(ws, baseline_id).config
-    assert (baseline.strategy, baseline.weights, baseline.epochs) == ("from_scratch", "none", 5)
-    assert baseline.total_epochs == 5
+    assert (baseline.strategy, baseline.weights, baseline.epochs) == ("from_scratch", "none", 35)
+    assert (baseline.lr_schedule, baseline.flip) == ("cosine", "horizontal")
+    assert baseline.zoom > 0 and baseline.translation > 0
+    short = sweep.baseline_config(config.replace(epochs=2, fine_tune_epochs=3), original)
+    assert short.epochs == sweep.TWIN_MIN_EPOCHS  # never fewer than a scratch network needs
     assert (baseline.dataset, baseline.backbone, baseline.seed) == (
         config.dataset,
         config.backbone,
@@ -119,19 +122,98 @@ def _finish(ws, run_id, **summary):
     runs.set_state(ws, run_id, runs.FINISHED, summary=summary)
 
 
-def test_baseline_comparison_says_whether_transfer_helped(ws, no_workers):
+def _store_evaluation(ws, run_id, truth, predicted, *, val_truth=(), val_predicted=()):
+    """A stored evaluation of ``run_id`` whose model predicted ``predicted`` per image."""
+    import numpy as np
+
+    from tlcore import evaluate
+    from tlcore.metrics import compute_metrics
+
+    classes = ["a", "b"]
+
+    def split(prefix, y, yhat):
+        probs = np.full((len(y), 2), 0.1)
+        probs[np.arange(len(y)), yhat] = 0.9
+        paths = [f"/data/{prefix}/{i}.png" for i in range(len(y))]
+        return compute_metrics(np.asarray(y), probs, classes), paths, np.asarray(y), probs
+
+    evaluated = {"test": split("test", truth, predicted)}
+    if val_truth:
+        evaluated["val"] = split("val", val_truth, val_predicted)
+    manifest = {
+        "run_id": run_id,
+        "dataset_id": "tiny-1",
+        "own_dataset": True,
+        "format_version": evaluate.FORMAT_VERSION,
+        "split": "test",
+        "class_names": classes,
+    }
+    evaluate._store(ws.run_dir(run_id), "tiny-1", evaluated, "test", manifest)
+
+
+def test_baseline_verdict_follows_a_paired_test_on_the_test_images(ws, no_workers):
     original = runs.create_run(ws, tiny_config("tiny", strategy="feature_extraction")).id
     assert sweep.baseline_comparison(ws, original) is None
     baseline_id = sweep.start_baseline(ws, original)
-    _finish(ws, original, best_val_accuracy=0.9, train_seconds=10.0)
+    _finish(ws, original, train_seconds=10.0)
     waiting = sweep.baseline_comparison(ws, original)
-    assert not waiting.ready and "queued" in waiting.message
+    assert waiting.verdict == "inconclusive" and "queued" in waiting.reason
+    _finish(ws, baseline_id, train_seconds=40.0)
+    unevaluated = sweep.baseline_comparison(ws, original)
+    assert unevaluated.verdict == "inconclusive" and "evaluat" in unevaluated.reason
 
-    _finish(ws, baseline_id, best_val_accuracy=0.6, train_seconds=40.0)
+    truth = [0] * 20 + [1] * 20
+    _store_evaluation(ws, original, truth, truth)  # 40 of 40
+    twin = [0] * 20 + [1] * 8 + [0] * 12  # 28 of 40: wrong on 12 the run gets right
+    _store_evaluation(ws, baseline_id, truth, twin)
     verdict = sweep.baseline_comparison(ws, original)
-    assert verdict.ready and verdict.delta == pytest.approx(0.3)
-    assert verdict.metric == "best validation accuracy"  # neither run was evaluated
-    assert verdict.message.startswith("Yes: pretrained weights added 30.0 points")
+    assert verdict.verdict == "transfer_helped" and verdict.ready
+    assert verdict.p_value == pytest.approx(2 / 2**12)
+    assert verdict.reason.startswith("Yes: pretrained is better (p < 0.001; 12 of 40")
+    assert verdict.to_dict()["twin_run_id"] == baseline_id
+
+    _store_evaluation(ws, baseline_id, truth, truth[:38] + [0, 0])  # 2 images differ
+    close = sweep.baseline_comparison(ws, original)
+    assert close.verdict == "no_clear_difference" and "2 of 40 images differ" in close.reason
+
+
+def test_a_twin_that_predicts_one_class_makes_the_verdict_inconclusive(ws, no_workers):
+    original = runs.create_run(ws, tiny_config("tiny", strategy="feature_extraction")).id
+    baseline_id = sweep.start_baseline(ws, original)
+    _finish(ws, original)
+    _finish(ws, baseline_id)
+    truth = [0] * 20 + [1] * 20
+    _store_evaluation(ws, original, truth, truth)
+    _store_evaluation(ws, baseline_id, truth, [0] * 40)  # collapsed: 50%, all class "a"
+    verdict = sweep.baseline_comparison(ws, original)
+    assert verdict.verdict == "inconclusive" and verdict.p_value is not None
+    assert "the from-scratch twin did not learn" in verdict.reason
+    assert "predicts 'a' for 100%" in verdict.reason
+
+
+def test_the_sweep_chooses_on_validation_and_calls_a_tie_a_tie(ws, no_workers):
+    base = tiny_config("tiny", epochs=2)
+    started = sweep.start_sweep(ws, base, unfreeze=1)
+    truth = [0] * 10 + [1] * 10
+    test_truth = [0, 1] * 10
+    for role, run_id in started.runs.items():
+        _finish(ws, run_id, train_seconds=5.0)
+        wrong = {"feature_extraction": 1, "fine_tune_top": 2, "bias_only": 3}.get(role, 10)
+        val_pred = truth[: 20 - wrong] + [1 - t for t in truth[20 - wrong :]]
+        # The test split prefers from_scratch: it must not decide.
+        test_pred = test_truth if role == "from_scratch" else [0] * 20
+        _store_evaluation(
+            ws, run_id, test_truth, test_pred, val_truth=truth, val_predicted=val_pred
+        )
+    results = sweep.sweep_results(ws, started.id)
+    assert results.winner is None  # 19 vs 18 of 20: no clear difference
+    assert set(results.tied) == {"feature_extraction", "fine_tune_top", "bias_only"}
+    assert results.message.startswith("Tie: no strategy is clearly better on the 20 validation")
+    assert "validation images would be needed" in results.note
+    best = next(r for r in results.rows if r["role"] == "feature_extraction")
+    assert best["val_samples"] == 20 and best["test_samples"] == 20
+    assert "on the test split it scores 50.0% (95% CI" in results.message
+    assert all(sweep.sweep_configs(base)[s].head_search is False for s in sweep.SWEEP_STRATEGIES)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -145,13 +227,14 @@ def test_a_sweep_runs_end_to_end_and_names_a_winner(ws, tiny_dataset, capsys):
         assert record.state == runs.FINISHED, (record.status.error, record.config.strategy)
     results = sweep.sweep_results(ws, started.id)
     assert results.done and results.finished == 5
-    assert results.winner in sweep.SWEEP_STRATEGIES
+    assert results.winner in sweep.SWEEP_STRATEGIES or results.tied
     assert all(r["test_accuracy"] is not None for r in results.rows)
+    assert all(r["val_accuracy"] is not None for r in results.rows)
     assert all(r["trainable_params"] > 0 and r["train_seconds"] >= 0 for r in results.rows)
-    best = max(r["test_accuracy"] for r in results.rows)
-    [winner] = [r for r in results.rows if r["winner"]]
-    assert winner["test_accuracy"] == best and winner["role"] == results.winner
-    assert "wins with" in results.message
+    best = max(r["val_accuracy"] for r in results.rows)
+    chosen = [r for r in results.rows if r["winner"] or r["tied"]]
+    assert chosen and max(r["val_accuracy"] for r in chosen) == best
+    assert "wins" in results.message or results.message.startswith("Tie")
     # Fewer weights train when the backbone is frozen than when everything trains.
     params = {r["role"]: r["trainable_params"] for r in results.rows}
     assert params["feature_extraction"] < params["bias_only"] < params["from_scratch"]

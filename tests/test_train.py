@@ -115,10 +115,10 @@ def test_checkpoint_write_failure_keeps_the_previous_checkpoint(tmp_path):
 
     checkpoint = callbacks.BestModelCheckpoint(path, save_fn=flaky_save, min_interval_s=0)
     checkpoint.set_model(model)
-    checkpoint.on_epoch_end(0, {"val_loss": 1.0})
+    checkpoint.on_epoch_end(0, {"val_accuracy": 0.5, "val_loss": 1.0})
     before = path.read_bytes()
     with pytest.raises(StorageError, match="previous checkpoint is kept"):
-        checkpoint.on_epoch_end(1, {"val_loss": 0.5})
+        checkpoint.on_epoch_end(1, {"val_accuracy": 0.7, "val_loss": 0.5})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.keras"]
 
@@ -133,13 +133,14 @@ def test_checkpoint_holds_quick_improvements_and_writes_the_best_at_the_end(tmp_
     path = tmp_path / "model.keras"
     checkpoint = callbacks.BestModelCheckpoint(path, min_interval_s=3600)
     checkpoint.set_model(model)
-    checkpoint.on_epoch_end(0, {"val_loss": 1.0})  # first improvement: written at once
+    checkpoint.on_epoch_end(0, {"val_accuracy": 0.5, "val_loss": 1.0})  # written at once
     first_write = path.read_bytes()
     model.set_weights([np.full((2, 1), 7.0), np.zeros(1)])
-    checkpoint.on_epoch_end(1, {"val_loss": 0.5})  # the best: held in memory
+    checkpoint.on_epoch_end(1, {"val_accuracy": 0.8, "val_loss": 0.5})  # best: held in memory
     assert path.read_bytes() == first_write
     model.set_weights([np.full((2, 1), -3.0), np.zeros(1)])
-    checkpoint.on_epoch_end(2, {"val_loss": 0.9})  # worse: not kept
+    # Lower loss but lower accuracy: the rule keeps accuracy first, so not kept.
+    checkpoint.on_epoch_end(2, {"val_accuracy": 0.7, "val_loss": 0.1})
     checkpoint.on_train_end()
     saved = keras.saving.load_model(path)
     assert model_store.read_record(path).sha256 == model_store.sha256_file(path)
@@ -182,3 +183,84 @@ def test_transfer_from_an_earlier_run_checks_its_model_and_keeps_a_copy(ws, tiny
     model_file.write_bytes(model_file.read_bytes() + b"tampered")
     with pytest.raises(model_store.ModelIntegrityError):
         train.resolve_run_weights(ws, config, ws.root)
+
+
+@pytest.mark.slow
+def test_every_figure_of_a_run_is_the_kept_epochs(ws, tiny_dataset):
+    from tlcore import evaluate, kept_model
+
+    config = tiny_config(tiny_dataset, epochs=5, learning_rate=3e-3)
+    run_id, result = _train_in_process(ws, config)
+    history = train.epoch_history(ws.run_dir(run_id))
+    kept = kept_model.kept_epoch(history)
+    summary = result.summary
+    assert summary["kept_epoch"] == kept["epoch"]
+    assert summary["val_accuracy"] == summary["best_val_accuracy"] == kept["val_accuracy"]
+    assert summary["val_loss"] == kept["val_loss"]
+    assert summary["val_samples"] == 9 and "best validation accuracy" in summary["keep_rule"]
+    # The saved model is that epoch's: scoring it on the validation split gives its figure.
+    stored = evaluate.load_evaluation(ws, run_id)
+    assert stored.validation.accuracy == pytest.approx(summary["val_accuracy"], abs=1e-6)
+    # Test figures sit beside validation, with their interval and n.
+    assert summary["evaluated_split"] == "test"
+    assert summary["test_samples"] == stored.metrics.num_samples
+    low, high = summary["test_accuracy_ci95"]
+    assert low <= summary["test_accuracy"] <= high
+
+
+@pytest.mark.slow
+def test_the_recommended_recipe_chooses_its_head_by_cross_validation(ws, tiny_dataset):
+    from tlcore import evaluate
+
+    config = tiny_config(tiny_dataset, strategy="feature_extraction", head_search=True)
+    assert config.searches_head
+    run_id, result = _train_in_process(ws, config)
+    assert result.state == "finished"
+    ready = {e["split"] for e in _events(ws, run_id, "features_ready")}
+    assert ready == {"train", "val", "train-mirrored", "val-mirrored"}
+    summary = result.summary
+    # 42 train + 9 val images cross-validated, then refitted on all of them.
+    assert summary["val_samples"] == 51 and summary["trained_on_validation"] is True
+    assert "cross-validation" in summary["validation_method"]
+    search = summary["head_search"]
+    assert search["folds"] == 5 and len(search["candidates"]) >= 5
+    assert search["chosen_c"] in [c["c"] for c in search["candidates"]]
+    # The validation images trained the model, so evaluation scores the test split only.
+    stored = evaluate.load_evaluation(ws, run_id)
+    assert stored.split == "test" and stored.validation is None
+
+
+def test_head_search_folds_standardisation_into_an_exact_dense_layer():
+    import numpy as np
+
+    from tlcore import head_search
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (3, 8))
+    y = np.repeat(np.arange(3), 20)
+    x = centres[y] + rng.normal(0, 1, (60, 8)) + 50.0  # far from zero, unevenly scaled
+    x[:, 0] *= 100
+    result = head_search.search(x, None, y, 4, seed=1)  # class 3 has no images
+    assert result.folds == 5 and result.cv_accuracy > 0.8
+    logits = x @ result.kernel + result.bias
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert np.mean(np.argmax(probs, axis=1) == y) == pytest.approx(result.train_accuracy)
+    assert probs[:, 3].max() < 1e-6  # a class never seen is never predicted
+
+
+def test_head_search_handles_two_classes_and_too_few_images():
+    import numpy as np
+
+    from tlcore import head_search
+
+    rng = np.random.default_rng(2)
+    y = np.array([0] * 3 + [1] * 17)
+    x = np.where(y[:, None] == 1, 2.0, -2.0) + rng.normal(0, 0.5, (20, 4))
+    result = head_search.search(x, x + rng.normal(0, 0.1, x.shape), y, 2)
+    assert result.folds == 3  # stratified: no more folds than the smallest class has images
+    logits = x @ result.kernel + result.bias
+    assert list(np.argmax(logits, axis=1)) == list(y)
+    too_few = head_search.search(x[2:], None, y[2:], 2)  # one image of class 0
+    assert too_few.folds == 0 and too_few.cv_accuracy is None
+    assert "too few images" in too_few.describe()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import keras
 
-from tlcore import model_store, runs
+from tlcore import kept_model, model_store, runs
 from tlcore.fileio import StorageError
 
 BATCH_EVENT_INTERVAL_S = 1.0  # the UI polls every second or two; more often is wasted I/O
@@ -148,7 +148,7 @@ class StopOnNaN(keras.callbacks.Callback):
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
-    """Keeps the best model so far (by the monitored metric) in one ``.keras`` file.
+    """Keeps the best model so far (by `tlcore.kept_model`'s rule) in one ``.keras`` file.
 
     Writing a whole model takes about half a second, far longer than an epoch of a head
     trained on cached features. So an improvement is written at once only when the last
@@ -162,8 +162,8 @@ class BestModelCheckpoint(keras.callbacks.Callback):
 
     Args:
         path: the ``.keras`` file to keep the best model in.
-        monitor: the ``logs`` key to watch; falls back to ``loss`` when absent.
-        best: the best value seen before (when resuming), or None.
+        best: the rank (`tlcore.kept_model.rank`) of the best epoch seen before (when
+            resuming), or None.
         model_to_save: the model written to ``path``; default the model being fitted.
             Training passes the whole model while only its head is fitted.
         save_fn: ``save_fn(model, target)`` writes the file; default ``model.save``.
@@ -176,16 +176,15 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self,
         path,
         *,
-        monitor: str = "val_loss",
-        best: float | None = None,
+        best: tuple | None = None,
         model_to_save=None,
         save_fn=None,
         min_interval_s: float = MIN_INTERVAL_S,
     ):
         super().__init__()
         self.path = Path(path)
-        self.monitor = monitor
         self.best = best
+        self.best_epoch: int | None = None  # 0-based epoch of this fit, None until one
         self.improvements = 0
         self.min_interval_s = min_interval_s
         self._model_to_save = model_to_save
@@ -198,16 +197,12 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         return self._model_to_save if self._model_to_save is not None else self.model
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        value = logs.get(self.monitor, logs.get("loss"))
-        improved = (
-            value is not None
-            and math.isfinite(float(value))
-            and (self.best is None or float(value) < self.best)
-        )
+        key = kept_model.rank(logs)
+        improved = kept_model.is_better(key, self.best)
         due = time.monotonic() - self._last_write >= self.min_interval_s
         if improved:
-            self.best = float(value)
+            self.best = key
+            self.best_epoch = epoch
             self.improvements += 1
             if due:
                 self._write(None)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tlcore import jobs, runs
+from tlcore import jobs, runs, stats
 from tlcore.config import RunConfig, apply_overrides
 from tlcore.fileio import StorageError, read_json
 from tlcore.progress import format_duration, summarize_progress
@@ -341,12 +341,18 @@ def cmd_evaluate(args, ws) -> int:
     print(f"Run {result.run_id} on {result.dataset_name!r}, {result.split_label}:")
     if result.note:
         print(f"  note: {result.note}")
+    shown = stats.format_accuracy(result.metrics.accuracy, result.metrics.num_samples)
+    print(f"  {'accuracy':<24} {shown}")
     for key, value in summary.items():
-        if value is not None:
+        if value is not None and key not in ("accuracy", "accuracy_ci95", "collapsed"):
             shown = f"{value:.4f}" if isinstance(value, float) else value
             print(f"  {key:<24} {shown}")
     if result.validation is not None:
-        print(f"  {'validation accuracy':<24} {result.validation.accuracy:.4f}")
+        shown = stats.format_accuracy(result.validation.accuracy, result.validation.num_samples)
+        print(f"  {'validation accuracy':<24} {shown}")
+    found = result.metrics.collapse
+    if found:
+        print("  WARNING: " + stats.collapse_message(found, result.class_names, result.split_label))
     print(f"  stored in {result.folder}")
     for key, path in written.items():
         print(f"  {key} written to {path}")
@@ -384,14 +390,17 @@ def cmd_sweep(args, ws) -> int:
         return EXIT_OK
     results = sweep.sweep_results(ws, started.id)
     _print_json(_sweep_json(results))
-    return EXIT_OK if results.winner else EXIT_FAILED
+    chosen = results.winner or results.tied  # a tie is an answer too
+    return EXIT_OK if chosen else EXIT_FAILED
 
 
 def _sweep_json(results) -> dict:
     return {
         "sweep_id": results.sweep.id,
         "winner": results.winner,
+        "tied": list(results.tied),
         "message": results.message,
+        "note": results.note,
         "finished": results.finished,
         "pending": results.pending,
         "runs": results.rows,
@@ -409,8 +418,21 @@ def cmd_baseline(args, ws) -> int:
     jobs.wait_for(ws, args.run_id)
     jobs.wait_for(ws, baseline_id)
     verdict = sweep.baseline_comparison(ws, args.run_id)
-    _print_json(verdict.__dict__ if verdict else {"baseline_id": baseline_id})
-    return EXIT_OK if verdict is not None and verdict.ready else EXIT_FAILED
+    if verdict is None:
+        _print_json(
+            {
+                "twin_run_id": baseline_id,
+                "verdict": "inconclusive",
+                "p_value": None,
+                "reason": "The twin could not be found after it finished.",
+            }
+        )
+        return EXIT_FAILED
+    if args.json:
+        _print_json(verdict.to_dict())
+    else:
+        print(verdict.reason)
+    return EXIT_OK if verdict.baseline_state == runs.FINISHED else EXIT_FAILED
 
 
 # -- prediction and export ------------------------------------------------------------
@@ -612,11 +634,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_base = sub.add_parser(
         "baseline",
         help="did transfer help? train a run's from-scratch twin",
-        description="Queue the same architecture, data and epoch budget from random weights, "
-        "to compare with the pretrained run.",
+        description="Queue the same architecture and data from random weights (with the "
+        "epochs, schedule and augmentation training from scratch needs) and compare it with "
+        "the pretrained run image by image (exact McNemar test on the test split).",
     )
     p_base.add_argument("run_id")
     p_base.add_argument("--wait", action="store_true", help="wait for both, then compare")
+    p_base.add_argument(
+        "--json",
+        action="store_true",
+        help="print the verdict as JSON: twin_run_id, verdict, p_value, reason, ...",
+    )
     p_pred = sub.add_parser(
         "predict",
         help="predict images with a finished run's model",

@@ -93,6 +93,10 @@ class RunConfig:
     dropout: float = 0.2
     head_batchnorm: bool = False
     fusion_stages: int = 1  # >1: pooled features of the last N backbone stages concatenated
+    # Recommended recipe: with a frozen backbone and a linear head, choose the head's L2
+    # strength by k-fold cross-validation on cached features (flips added in feature
+    # space) and refit it on train + val (tlcore.head_search) instead of epochs of SGD.
+    head_search: bool = True
     # Freezing
     strategy: str = "feature_extraction"
     unfreeze: int = 2  # how many blocks/layers "fine_tune_top" and "two_phase" unfreeze
@@ -156,6 +160,7 @@ class RunConfig:
         _choice("dense_activation", self.dense_activation, ACTIVATIONS)
         _float_range("dropout", self.dropout, 0.0, 0.95)
         _bool("head_batchnorm", self.head_batchnorm)
+        _bool("head_search", self.head_search)
         _int_range("fusion_stages", self.fusion_stages, 1, 4)
         _choice("strategy", self.strategy, STRATEGIES)
         _int_range("unfreeze", self.unfreeze, 0, 10_000)
@@ -224,6 +229,22 @@ class RunConfig:
         )
 
     @property
+    def searches_head(self) -> bool:
+        """Whether the head is chosen by cross-validation (see ``head_search``).
+
+        Needs what makes it exact and cheap: the feature-extraction strategy with cached
+        features (no augmentation before the backbone) and a linear head.
+        """
+        return (
+            self.head_search
+            and self.strategy == "feature_extraction"
+            and self.feature_cache
+            and not self.has_augmentation
+            and not self.dense_units
+            and not self.head_batchnorm
+        )
+
+    @property
     def total_epochs(self) -> int:
         """Epochs over all phases (two-phase adds its fine-tuning epochs)."""
         return self.epochs + (self.fine_tune_epochs if self.strategy == "two_phase" else 0)
@@ -276,7 +297,11 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RunConfig:
-        return cls.from_dict(read_json(path))
+        """A saved run's config; runs saved before ``head_search`` existed keep it off."""
+        data = read_json(path)
+        if isinstance(data, dict):
+            data.setdefault("head_search", False)
+        return cls.from_dict(data)
 
 
 def _bool(name: str, value: Any) -> None:

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from tlcore import runs
+from tlcore import runs, stats
 from tlcore.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from tlcore.interpret import Interpretation, check_comparable, classes_compatible
 from tlcore.metrics import EvaluationMetrics, compute_metrics
@@ -378,6 +378,10 @@ def _plan_splits(ws: Workspace, record: runs.RunRecord, target, own: bool) -> tu
             )
         return [(ALL_SPLITS, items)], note
     test, val = target.items("test"), target.items("val")
+    if test and runs.read_metrics(record.dir).get("trained_on_validation"):
+        # The recommended recipe refits on train + val: its validation figure is the
+        # cross-validated one in the run's summary, and val is no longer held out.
+        return [("test", test)], ""
     if test:
         return [("test", test)] + ([("val", val)] if val else []), ""
     if val:
@@ -833,6 +837,39 @@ def compare_runs(ws: Workspace, run_ids: Sequence[str]) -> list[dict]:
     return rows
 
 
+def per_image_correct(result: EvaluationResult, *, validation: bool = False) -> dict[str, bool]:
+    """``{image path: whether the model's top class was right}`` for a stored evaluation."""
+    folder = result.folder / VALIDATION_DIR if validation else result.folder
+    paths, y_true, probs = read_predictions(folder)
+    return dict(zip(paths, (np.argmax(probs, axis=1) == y_true).tolist(), strict=True))
+
+
+def paired_comparison(
+    result_a: EvaluationResult, result_b: EvaluationResult, *, validation: bool = False
+) -> stats.PairedComparison | None:
+    """The exact McNemar test of two evaluations on the images both scored.
+
+    Args:
+        validation: compare on the validation split stored beside the test split.
+
+    Returns:
+        None when they were not scored on the same dataset and split, or share no image.
+
+    Raises:
+        EvaluationError: a predictions file is missing or damaged.
+    """
+    if (result_a.dataset_id, result_a.split) != (result_b.dataset_id, result_b.split):
+        return None
+    if validation and (result_a.validation is None or result_b.validation is None):
+        return None
+    a = per_image_correct(result_a, validation=validation)
+    b = per_image_correct(result_b, validation=validation)
+    shared = [path for path in a if path in b]
+    if not shared:
+        return None
+    return stats.mcnemar([a[p] for p in shared], [b[p] for p in shared])
+
+
 def comparable_runs(ws: Workspace, run_id: str) -> list[runs.RunRecord]:
     """Finished runs other than ``run_id`` trained on the same classes, newest first."""
     record = runs.read_run(ws, run_id)
@@ -877,14 +914,27 @@ def compatible_datasets(ws: Workspace, run_id: str) -> list[tuple[Any, str | Non
 
 def summary_json(result: EvaluationResult) -> str:
     """The stored evaluation's headline as one JSON object (for the CLI)."""
+    metrics = result.summary()
+    found = result.metrics.collapse
     return json.dumps(
         {
+            # The headline, flat: the evaluated split's accuracy with its interval and n.
+            "accuracy": metrics["accuracy"],
+            "accuracy_ci95": metrics["accuracy_ci95"],
+            "num_samples": metrics["num_samples"],
+            "macro_f1": metrics["macro_f1"],
+            "collapsed": metrics["collapsed"],
+            "collapse_message": (
+                stats.collapse_message(found, result.class_names, result.split_label)
+                if found
+                else None
+            ),
             "run_id": result.run_id,
             "dataset": result.dataset_name,
             "dataset_id": result.dataset_id,
             "split": result.split,
             "note": result.note,
-            "metrics": result.summary(),
+            "metrics": metrics,
             "validation": result.validation.summary() if result.validation else None,
             "folder": str(result.folder),
         },

@@ -36,6 +36,8 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from tlcore import stats
+
 FORMAT_VERSION = 1
 DEFAULT_TOP_K = (1, 3, 5)
 CALIBRATION_BINS = 10
@@ -173,11 +175,22 @@ class EvaluationMetrics:
         """The expected calibration error (``calibration.ece``)."""
         return self.calibration.ece
 
-    def summary(self) -> dict[str, float | int | None]:
+    @property
+    def collapse(self) -> stats.Collapse | None:
+        """Set when the model predicts (almost) one class on this mixed set."""
+        return stats.collapse(self.confusion_matrix)
+
+    @property
+    def correct(self) -> int:
+        return round(self.accuracy * self.num_samples)
+
+    def summary(self) -> dict[str, Any]:
         """The headline numbers, flat, for run listings and comparison tables."""
-        out: dict[str, float | int | None] = {
+        out: dict[str, Any] = {
             "num_samples": self.num_samples,
             "accuracy": self.accuracy,
+            "accuracy_ci95": list(stats.accuracy_interval(self.accuracy, self.num_samples)),
+            "collapsed": self.collapse is not None,
             "log_loss": self.log_loss,
         }
         for k, value in sorted(self.top_k_accuracy.items()):

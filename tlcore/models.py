@@ -177,6 +177,8 @@ def build_model(
     )
     if kind == "run":
         load_backbone_from_model_file(run_model_path, backbone, label)
+    if kind == "none":
+        _fast_batchnorm_statistics(backbone)
 
     inputs = keras.Input((size, size, 3), name=INPUT_NAME, dtype="float32")
     x = inputs
@@ -190,6 +192,20 @@ def build_model(
     model = keras.Model(inputs, head(x), name=f"{spec.name.lower()}_classifier")
     apply_phase(model, config, training_phases(config)[0])
     return model
+
+
+# Keras' MobileNets keep batch-norm moving statistics with momentum 0.999 (V2) or 0.99
+# (V1): right for ImageNet's ~1M steps, but a from-scratch run of a few hundred steps on
+# a small dataset ends with statistics still near their initial (0, 1), so inference
+# (which uses them) sees a different network than training did and predicts one class.
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+def _fast_batchnorm_statistics(backbone: keras.Model) -> None:
+    """Lets random-weight BN layers' moving statistics follow training within ~20 steps."""
+    for layer in backbone.layers:
+        if _is_bn(layer):
+            layer.momentum = min(layer.momentum, SCRATCH_BN_MOMENTUM)
 
 
 def _augmentation(config: RunConfig) -> keras.Sequential | None:
@@ -339,6 +355,7 @@ class Phase:
     unfreeze: int = 0
     unfreeze_unit: str = "blocks"
     train_batchnorm: bool = False
+    head_search: bool = False  # the head is chosen by cross-validation, not fitted by epochs
 
     @property
     def backbone_frozen(self) -> bool:
@@ -375,6 +392,11 @@ def training_phases(config: RunConfig) -> list[Phase]:
         plan = [("feature_extraction", config.epochs, config.learning_rate)]
         if config.fine_tune_epochs > 0:
             plan.append(("fine_tune_top", config.fine_tune_epochs, config.fine_tune_learning_rate))
+    elif config.searches_head:
+        plan = [("feature_extraction", 1, config.learning_rate)]
+        what["feature_extraction"] = (
+            "choosing the head by cross-validation on a frozen backbone's cached features"
+        )
     else:
         plan = [(config.strategy, config.epochs, config.learning_rate)]
     phases, done = [], 0
@@ -394,6 +416,7 @@ def training_phases(config: RunConfig) -> list[Phase]:
                 unfreeze=config.unfreeze if name == "fine_tune_top" else 0,
                 unfreeze_unit=config.unfreeze_unit,
                 train_batchnorm=bn,
+                head_search=config.searches_head,
             )
         )
         done += epochs

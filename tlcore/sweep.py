@@ -9,8 +9,10 @@ run has the best test accuracy, and at what cost (training seconds, trainable
 parameters).
 
 A **baseline** (`start_baseline`) is the from-scratch twin of a run: same architecture,
-data, split and total epochs, random weights, every layer trained. When both have
-finished, `baseline_comparison` says how much the pretrained weights were worth.
+data and split, random weights, every layer trained with the schedule and augmentation
+such a network needs. When both have finished, `baseline_comparison` says whether the
+pretrained weights helped, by an exact McNemar test on the test images — and says
+"inconclusive" when the twin did not learn, rather than crediting transfer with it.
 
 Both only queue runs (`tlcore.jobs.submit`); training happens in the worker processes,
 and the test accuracies come from the evaluation each run stores as it finishes.
@@ -24,7 +26,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tlcore import evaluate, jobs, runs
+import numpy as np
+
+from tlcore import evaluate, jobs, runs, stats
 from tlcore.config import RunConfig
 from tlcore.fileio import atomic_write_json, read_json
 from tlcore.workspace import Workspace
@@ -105,7 +109,8 @@ def sweep_configs(base: RunConfig, *, unfreeze: int = 2) -> dict[str, RunConfig]
     Every run keeps ``base``'s dataset, architecture, head, optimiser, augmentation and seed,
     and trains for ``base.total_epochs`` epochs in all: two-phase splits them into head and
     fine-tuning epochs (keeping ``base``'s split when it is two-phase itself); from scratch
-    uses random weights (``weights="none"``).
+    uses random weights (``weights="none"``). No run searches its head (``head_search``
+    off), so the validation split every run is chosen on stays held out.
 
     Args:
         base: the run settings to vary.
@@ -124,7 +129,14 @@ def sweep_configs(base: RunConfig, *, unfreeze: int = 2) -> dict[str, RunConfig]
         head, tune = split_budget(budget)
     configs = {}
     for strategy in SWEEP_STRATEGIES:
-        changes: dict[str, Any] = {"strategy": strategy, "unfreeze": unfreeze, "epochs": budget}
+        # Epochs of SGD for every strategy (no cross-validated head refitted on train +
+        # val): the sweep chooses on the validation split, which must stay held out.
+        changes: dict[str, Any] = {
+            "strategy": strategy,
+            "unfreeze": unfreeze,
+            "epochs": budget,
+            "head_search": False,
+        }
         if strategy == "two_phase":
             changes.update(epochs=head, fine_tune_epochs=tune)
         if strategy == "from_scratch":
@@ -216,14 +228,21 @@ class SweepResults:
     Attributes:
         sweep: the sweep.
         rows: one dict per run, in `SWEEP_STRATEGIES` order: ``role``, ``run_id``,
-            ``state``, ``test_accuracy`` (None until evaluated), ``evaluated_on``,
-            ``macro_f1``, ``best_val_accuracy``, ``train_seconds``, ``trainable_params``,
-            ``total_params``, ``error``, ``winner``.
-        winner: the role (strategy) of the finished run with the best test accuracy (ties:
-            fewer training seconds), or None while no run has a test accuracy.
+            ``state``, ``val_accuracy``, ``val_accuracy_ci95``, ``val_samples``,
+            ``test_accuracy``, ``test_accuracy_ci95``, ``test_samples`` (None until
+            evaluated), ``evaluated_on``, ``macro_f1``, ``best_val_accuracy``,
+            ``train_seconds``, ``trainable_params``, ``total_params``, ``error``,
+            ``winner``, ``tied``, and for runs tied with the best ``vs_best`` (the paired
+            test as a dict) and ``vs_best_text``.
+        winner: the strategy chosen on the validation split: the best validation
+            accuracy when an exact McNemar test finds it clearly better than every other
+            finished run; None while nothing is scored or when it is a tie.
         finished: how many runs have finished.
         pending: how many are still queued or running.
-        message: one sentence saying who won and at what cost, or how far it got.
+        message: one sentence saying who won (or that it is a tie), with the chosen run's
+            test figure, or how far the sweep got.
+        tied: the strategies not clearly worse than the best on validation.
+        note: when tied, how many validation images would tell them apart, else "".
     """
 
     sweep: Sweep
@@ -232,6 +251,8 @@ class SweepResults:
     finished: int
     pending: int
     message: str
+    tied: tuple[str, ...] = ()
+    note: str = ""
 
     @property
     def done(self) -> bool:
@@ -244,7 +265,6 @@ def sweep_results(ws: Workspace, sweep_id: str) -> SweepResults:
     Raises:
         SweepError: there is no such sweep.
     """
-    from tlcore.progress import STRATEGY_LABELS, format_duration
 
     sweep = load_sweep(ws, sweep_id)
     rows = []
@@ -258,35 +278,100 @@ def sweep_results(ws: Workspace, sweep_id: str) -> SweepResults:
     rows.sort(
         key=lambda r: SWEEP_STRATEGIES.index(r["role"]) if r["role"] in SWEEP_STRATEGIES else 99
     )
-    scored = [r for r in rows if r["state"] == runs.FINISHED and r["test_accuracy"] is not None]
-    winner_row = (
-        max(scored, key=lambda r: (r["test_accuracy"], -(r["train_seconds"] or math.inf)))
-        if scored
-        else None
-    )
-    for row in rows:
-        row["winner"] = row is winner_row
     finished = sum(r["state"] == runs.FINISHED for r in rows)
     pending = sum(r["state"] in runs.ACTIVE_STATES for r in rows)
-    if winner_row is None:
+    choice = _choose_on_validation(ws, rows)
+    for row in rows:
+        row["winner"] = choice.winner is not None and row["role"] == choice.winner
+        row["tied"] = row["role"] in choice.tied
+    message = choice.message
+    if choice.best is None:
         message = (
             f"No result yet: {finished} of {len(rows)} runs finished, {pending} still to go."
             if pending
-            else "No run of this sweep finished with a test accuracy."
+            else "No run of this sweep finished with a validation accuracy to choose on."
+        )
+    elif pending:
+        message += f" {pending} run(s) still to finish, so this may change."
+    return SweepResults(
+        sweep, rows, choice.winner, finished, pending, message, choice.tied, choice.note
+    )
+
+
+@dataclass(frozen=True)
+class _Choice:
+    best: str | None  # the role with the best validation accuracy
+    winner: str | None  # ... when it is clearly better than every other (else a tie)
+    tied: tuple[str, ...]  # the roles not clearly worse than the best
+    message: str
+    note: str  # "the split is too small to tell ... about N images would be needed"
+
+
+def _choose_on_validation(ws: Workspace, rows: list[dict]) -> _Choice:
+    """Picks the strategy on the validation split, with exact McNemar tests against the best.
+
+    The best validation accuracy (ties: fewer training seconds) is the candidate; it wins
+    only when it is significantly better (p < 0.05) than every other finished run on the
+    same validation images, else the runs not clearly worse are a tie. The test split is
+    reported for the chosen run only, never used to choose.
+    """
+    from tlcore.progress import STRATEGY_LABELS, format_duration
+
+    scored = [r for r in rows if r.get("_evaluation") is not None and r["val_accuracy"] is not None]
+    if not scored:
+        return _Choice(None, None, (), "", "")
+    best = max(scored, key=lambda r: (r["val_accuracy"], -(r["train_seconds"] or math.inf)))
+    label = STRATEGY_LABELS.get(best["role"], best["role"])
+    tied, needed = [best["role"]], []
+    for row in scored:
+        if row is best:
+            continue
+        comparison = evaluate.paired_comparison(
+            best["_evaluation"], row["_evaluation"], validation=True
+        )
+        row["vs_best"] = comparison.to_dict() if comparison else None
+        if comparison is None or comparison.winner != "a":
+            tied.append(row["role"])
+            more = stats.images_needed(comparison) if comparison else None
+            if more:
+                needed.append(more)
+            row["vs_best_text"] = (
+                comparison.wording(label, STRATEGY_LABELS.get(row["role"], row["role"]))
+                if comparison
+                else "not scored on the same validation images"
+            )
+    n = best["val_samples"]
+    test = ""
+    if best["test_accuracy"] is not None:
+        shown = stats.format_accuracy(best["test_accuracy"], best["test_samples"])
+        test = f"; on the test split it scores {shown}"
+    cost = (
+        f" ({format_duration(best['train_seconds'])} of training)"
+        if best["train_seconds"] is not None
+        else ""
+    )
+    note = ""
+    if len(tied) == 1:
+        message = (
+            f"{label} wins: {best['val_accuracy']:.1%} validation accuracy (n = {n}), "
+            f"clearly better than every other strategy{cost}{test}."
         )
     else:
-        label = STRATEGY_LABELS.get(winner_row["role"], winner_row["role"])
-        cost = []
-        if winner_row["train_seconds"] is not None:
-            cost.append(f"{format_duration(winner_row['train_seconds'])} of training")
-        if winner_row["trainable_params"] is not None:
-            cost.append(f"{winner_row['trainable_params']:,} trainable parameters")
-        message = f"{label} wins with {winner_row['test_accuracy']:.1%} test accuracy"
-        message += f" ({', '.join(cost)})." if cost else "."
-        if pending:
-            message += f" {pending} run(s) still to finish, so this may change."
-    return SweepResults(
-        sweep, rows, winner_row["role"] if winner_row else None, finished, pending, message
+        names = ", ".join(STRATEGY_LABELS.get(r, r) for r in tied)
+        message = (
+            f"Tie: no strategy is clearly better on the {n} validation images ({names}). "
+            f"{label} scored highest, {best['val_accuracy']:.1%}{cost}{test}."
+        )
+        if needed:
+            note = (
+                f"The validation split is too small to tell these strategies apart: about "
+                f"{min(needed):,} validation images would be needed to tell {label} from the "
+                "closest one (5% significance, 80% power)."
+            )
+    for row in rows:
+        row.pop("_evaluation", None)
+    return _Choice(
+        best["role"], best["role"] if len(tied) == 1 else None, tuple(tied), message, note
     )
 
 
@@ -295,7 +380,12 @@ def _missing_row(role: str, run_id: str) -> dict:
         "role": role,
         "run_id": run_id,
         "state": "deleted",
+        "val_accuracy": None,
+        "val_accuracy_ci95": None,
+        "val_samples": None,
         "test_accuracy": None,
+        "test_accuracy_ci95": None,
+        "test_samples": None,
         "evaluated_on": None,
         "macro_f1": None,
         "best_val_accuracy": None,
@@ -314,13 +404,28 @@ def _result_row(ws: Workspace, role: str, record: runs.RunRecord) -> dict:
             result = evaluate.load_evaluation(ws, record.id)
         except evaluate.EvaluationError:
             result = None
+    validation = result.validation if result else None
     return {
         "role": role,
         "run_id": record.id,
         "state": record.state,
+        "val_accuracy": validation.accuracy if validation else None,
+        "val_accuracy_ci95": (
+            list(stats.accuracy_interval(validation.accuracy, validation.num_samples))
+            if validation
+            else None
+        ),
+        "val_samples": validation.num_samples if validation else None,
         "test_accuracy": result.metrics.accuracy if result else None,
+        "test_accuracy_ci95": (
+            list(stats.accuracy_interval(result.metrics.accuracy, result.metrics.num_samples))
+            if result
+            else None
+        ),
+        "test_samples": result.metrics.num_samples if result else None,
         "evaluated_on": result.split_label if result else None,
         "macro_f1": result.metrics.macro_avg.f1 if result else None,
+        "_evaluation": result if validation else None,  # for the paired tests; dropped after
         "best_val_accuracy": training.get("best_val_accuracy"),
         "train_seconds": training.get("train_seconds"),
         "trainable_params": training.get("trainable_params"),
@@ -332,11 +437,21 @@ def _result_row(ws: Workspace, role: str, record: runs.RunRecord) -> dict:
 # --------------------------------------------------------------------------- baselines
 
 
-def baseline_config(config: RunConfig, run_id: str) -> RunConfig:
-    """The from-scratch twin of ``config``: same everything, random weights, all trained.
+# A network learning from random weights needs what a pretrained one does not: enough
+# epochs, a decaying learning rate and augmentation to fight overfitting on a small set.
+TWIN_MIN_EPOCHS = 30
+TWIN_LEARNING_RATE = 1e-3
+TWIN_AUGMENTATION = {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "translation": 0.1}
 
-    The epoch budget is the original's total (both phases of a two-phase run), at the
-    original's first learning rate.
+
+def baseline_config(config: RunConfig, run_id: str) -> RunConfig:
+    """The from-scratch twin of ``config``: the same architecture with random weights.
+
+    Same backbone, size, head, batch size and seed; every layer trains, with the recipe
+    a network learning from scratch needs: at least `TWIN_MIN_EPOCHS` epochs (the
+    original's whole budget when longer), Adam at 1e-3 with cosine decay, flips and
+    small rotations, zooms and shifts (`models` also lets its batch-norm statistics
+    follow training quickly).
 
     Raises:
         SweepError: the run already trains from scratch.
@@ -350,7 +465,13 @@ def baseline_config(config: RunConfig, run_id: str) -> RunConfig:
     return config.replace(
         strategy="from_scratch",
         weights="none",
-        epochs=config.total_epochs,
+        head_search=False,
+        epochs=max(config.total_epochs, TWIN_MIN_EPOCHS),
+        optimizer="adam",
+        learning_rate=TWIN_LEARNING_RATE,
+        lr_schedule="cosine",
+        early_stopping_patience=0,
+        **TWIN_AUGMENTATION,
         name=f"{name} · baseline from scratch",
         extra={k: v for k, v in config.extra.items() if k not in (EXTRA_SWEEP, EXTRA_ROLE)}
         | {EXTRA_BASELINE_OF: run_id},
@@ -388,95 +509,190 @@ def start_baseline(ws: Workspace, run_id: str) -> str:
     return jobs.submit(ws, config)
 
 
+VERDICTS = ("transfer_helped", "no_clear_difference", "transfer_hurt", "inconclusive")
+
+
 @dataclass(frozen=True)
 class TransferVerdict:
-    """The pretrained run against its from-scratch baseline.
+    """The pretrained run against its from-scratch twin, by a paired test on test images.
 
     Attributes:
-        run_id, baseline_id: the two runs.
-        baseline_state: the baseline's state.
-        accuracy, baseline_accuracy: test accuracies (None until both are evaluated).
+        run_id, baseline_id: the two runs (``baseline_id`` is the twin).
+        baseline_state: the twin's state.
+        verdict: one of `VERDICTS`; ``inconclusive`` while the twin is not finished,
+            when either run has no evaluation on the same images, or when a model
+            collapsed to one class (a twin that did not learn proves nothing).
+        accuracy, baseline_accuracy: accuracies on the compared images (None if unknown).
+        num_samples: images compared.
+        p_value: exact McNemar p-value (None when not compared).
+        comparison: the `tlcore.stats.PairedComparison` as a dict, or None.
         delta: ``accuracy - baseline_accuracy``, or None.
-        metric: what was compared: ``"test accuracy"`` or, without evaluations, ``"best
-            validation accuracy"``.
+        metric: what was compared (e.g. "test split accuracy").
         train_seconds, baseline_train_seconds: training time of each.
-        message: one sentence for people.
+        reason: one sentence for people, following the test.
     """
 
     run_id: str
     baseline_id: str
     baseline_state: str
+    verdict: str
     accuracy: float | None
     baseline_accuracy: float | None
+    num_samples: int | None
+    p_value: float | None
+    comparison: dict | None
     delta: float | None
     metric: str
     train_seconds: float | None
     baseline_train_seconds: float | None
-    message: str
+    reason: str
 
     @property
     def ready(self) -> bool:
-        return self.delta is not None
+        """Whether the comparison is final (both finished and evaluated)."""
+        return self.baseline_state == runs.FINISHED and self.p_value is not None
+
+    @property
+    def message(self) -> str:
+        return self.reason
+
+    @property
+    def twin_run_id(self) -> str:
+        return self.baseline_id
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "twin_run_id": self.baseline_id,
+            "twin_state": self.baseline_state,
+            "verdict": self.verdict,
+            "p_value": self.p_value,
+            "reason": self.reason,
+            "accuracy": self.accuracy,
+            "twin_accuracy": self.baseline_accuracy,
+            "num_samples": self.num_samples,
+            "comparison": self.comparison,
+            "metric": self.metric,
+            "train_seconds": self.train_seconds,
+            "twin_train_seconds": self.baseline_train_seconds,
+        }
+
+
+def _evaluation(ws: Workspace, record: runs.RunRecord):
+    if record.state != runs.FINISHED:
+        return None
+    try:
+        return evaluate.load_evaluation(ws, record.id)
+    except evaluate.EvaluationError:
+        return None
+
+
+def _did_not_learn(result) -> str | None:
+    """Why an evaluated model shows nothing learned, or None."""
+    metrics = result.metrics
+    found = metrics.collapse
+    if found:
+        return stats.collapse_message(found, result.class_names, result.split_label)
+    counts = np.asarray(metrics.confusion_matrix).sum(axis=1)
+    majority = counts.max() / max(counts.sum(), 1)
+    if metrics.accuracy <= majority:
+        return (
+            f"its accuracy ({metrics.accuracy:.1%}) is no better than always answering the "
+            f"largest class ({majority:.1%})"
+        )
+    return None
 
 
 def baseline_comparison(ws: Workspace, run_id: str) -> TransferVerdict | None:
-    """How the run compares with its baseline; None when it has no baseline.
+    """Did transfer help? The run against its twin; None when it has no twin.
 
-    Test accuracy is compared when both runs have a stored evaluation, else the best
-    validation accuracy of each (saying so).
+    Both runs' stored evaluations are compared image by image (exact McNemar test).
+    The verdict is ``inconclusive`` — never a number — when the twin has not finished,
+    either run has not been evaluated on the same images, or a model did not learn.
     """
     baseline = find_baseline(ws, run_id)
     if baseline is None:
         return None
     record = runs.read_run(ws, run_id)
-    ours, theirs = _test_accuracy(ws, record), _test_accuracy(ws, baseline)
-    metric = "test accuracy"
-    if ours is None or theirs is None:
-        ours, theirs = (
-            _summary_value(record, "best_val_accuracy"),
-            _summary_value(baseline, "best_val_accuracy"),
-        )
-        metric = "best validation accuracy"
     seconds = _summary_value(record, "train_seconds"), _summary_value(baseline, "train_seconds")
-    delta = None
+    ours, theirs = _evaluation(ws, record), _evaluation(ws, baseline)
+
+    def verdict(kind: str, reason: str, comparison=None, metric: str = "") -> TransferVerdict:
+        return TransferVerdict(
+            run_id=run_id,
+            baseline_id=baseline.id,
+            baseline_state=baseline.state,
+            verdict=kind,
+            accuracy=comparison.a_correct / comparison.n if comparison else None,
+            baseline_accuracy=comparison.b_correct / comparison.n if comparison else None,
+            num_samples=comparison.n if comparison else None,
+            p_value=comparison.p_value if comparison else None,
+            comparison=comparison.to_dict() if comparison else None,
+            delta=(comparison.a_correct - comparison.b_correct) / comparison.n
+            if comparison
+            else None,
+            metric=metric,
+            train_seconds=seconds[0],
+            baseline_train_seconds=seconds[1],
+            reason=reason,
+        )
+
     if baseline.state != runs.FINISHED:
-        message = f"The baseline is {baseline.state}; the comparison appears when it finishes."
+        reason = f"The from-scratch twin is {baseline.state}; the answer comes when it finishes."
         if baseline.state == runs.FAILED:
             error = baseline.status.error if baseline.status else ""
-            message = f"The baseline failed: {error}"
-    elif ours is None or theirs is None:
-        message = "The comparison needs both runs' accuracies; evaluate them first."
-    else:
-        delta = ours - theirs
-        points = abs(delta) * 100
-        if delta > 0.005:
-            message = (
-                f"Yes: pretrained weights added {points:.1f} points of {metric} "
-                f"({ours:.1%} against {theirs:.1%} from scratch)."
-            )
-        elif delta < -0.005:
-            message = (
-                f"No: training from scratch did {points:.1f} points better on {metric} "
-                f"({theirs:.1%} against {ours:.1%}). The pretrained features may not "
-                "suit these images, or the run needs more epochs or another strategy."
-            )
-        else:
-            message = (
-                f"Not in accuracy: both reach about {ours:.1%} {metric}. Transfer may "
-                "still have saved training time."
-            )
-    return TransferVerdict(
-        run_id=run_id,
-        baseline_id=baseline.id,
-        baseline_state=baseline.state,
-        accuracy=ours,
-        baseline_accuracy=theirs,
-        delta=delta,
-        metric=metric,
-        train_seconds=seconds[0],
-        baseline_train_seconds=seconds[1],
-        message=message,
+            reason = f"Inconclusive: the from-scratch twin failed: {error}"
+        return verdict("inconclusive", reason)
+    if ours is None or theirs is None:
+        return verdict(
+            "inconclusive",
+            "Inconclusive: both runs need an evaluation on the same images; evaluate them.",
+        )
+    comparison = evaluate.paired_comparison(ours, theirs)
+    if comparison is None:
+        return verdict(
+            "inconclusive",
+            "Inconclusive: the two runs were evaluated on different images; evaluate both "
+            "on the run's own dataset.",
+        )
+    metric = f"{ours.split_label} accuracy"
+    twin_failed = _did_not_learn(theirs)
+    if twin_failed:
+        return verdict(
+            "inconclusive",
+            f"Inconclusive: the from-scratch twin did not learn — {twin_failed}",
+            comparison,
+            metric,
+        )
+    ours_failed = _did_not_learn(ours)
+    if ours_failed:
+        return verdict(
+            "inconclusive",
+            f"Inconclusive: the pretrained run did not learn — {ours_failed}",
+            comparison,
+            metric,
+        )
+    figures = (
+        f"{comparison.a_correct} against {comparison.b_correct} of {comparison.n} "
+        f"{ours.split_label} images right"
     )
+    words = comparison.wording("pretrained", "from scratch")
+    if comparison.winner == "a":
+        kind, reason = "transfer_helped", f"Yes: {words} — {figures}."
+    elif comparison.winner == "b":
+        kind, reason = (
+            "transfer_hurt",
+            (
+                f"No: {words} — {figures}. The pretrained features may not suit these images, "
+                "or the run needs another strategy."
+            ),
+        )
+    else:
+        kind, reason = (
+            "no_clear_difference",
+            (f"Not clearly: {words} — {figures}. Transfer may still have saved training time."),
+        )
+    return verdict(kind, reason, comparison, metric)
 
 
 def _test_accuracy(ws: Workspace, record: runs.RunRecord) -> float | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcore import runs
+from tlcore import kept_model, runs
 from tlcore.config import RunConfig
 from tlcore.fileio import atomic_write_bytes, atomic_write_json
 from tlcore.workspace import Workspace
@@ -60,10 +60,9 @@ def _completed_phases(run_dir: Path) -> set[int]:
     return {e["phase"] for e in runs.read_progress(run_dir) if e.get("event") == "phase_end"}
 
 
-def _best_so_far(run_dir: Path, monitor: str) -> float | None:
-    values = [row[monitor] for row in epoch_history(run_dir) if monitor in row]
-    finite = [v for v in values if math.isfinite(v)]
-    return min(finite) if finite else None
+def _best_so_far(run_dir: Path) -> tuple | None:
+    """The rank of the best epoch already done (a resumed run keeps competing with it)."""
+    return kept_model.rank(kept_model.kept_epoch(epoch_history(run_dir)))
 
 
 def class_weights(labels, num_classes: int) -> dict[int, float]:
@@ -129,6 +128,7 @@ class _Context:
     checkpoint: object
     class_weight: dict | None
     run_model_path: Path | None
+    validation: dict = field(default_factory=dict)  # how the kept model's val figure was got
 
 
 def train_run(ws: Workspace, run_id: str) -> TrainResult:
@@ -163,8 +163,6 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
     runs.append_progress(run_dir, "placement", description=placement.description)
     with placement.strategy.scope():
         model = models.build_model(config, len(classes), run_model_path=run_model_path)
-    has_val = bool(dataset.items("val"))
-    monitor = "val_loss" if has_val else "loss"
     ctx = _Context(
         ws=ws,
         run_dir=run_dir,
@@ -177,8 +175,7 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
         # Saves the whole model, also in phases that fit only the head on cached features.
         checkpoint=cb.BestModelCheckpoint(
             run_dir / runs.MODEL_FILE,
-            monitor=monitor,
-            best=_best_so_far(run_dir, monitor),
+            best=_best_so_far(run_dir),
             model_to_save=model,
         ),
         class_weight=(
@@ -208,7 +205,9 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
             epochs=phase.epochs,
             feature_cache=models.uses_feature_cache(config, phase),
         )
-        if models.uses_feature_cache(config, phase):
+        if phase.head_search:
+            cancelled = _search_head_on_cached_features(ctx, phase)
+        elif models.uses_feature_cache(config, phase):
             cancelled = _fit_head_on_cached_features(ctx, phase)
         else:
             cancelled = _fit_full_model(ctx, phase)
@@ -219,19 +218,57 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
 
     history = epoch_history(run_dir)
     atomic_write_json(run_dir / runs.HISTORY_FILE, {"epochs": history})
-    summary = _summary(history, time.perf_counter() - started, model)
+    summary = _summary(
+        history,
+        time.perf_counter() - started,
+        model,
+        val_samples=ctx.validation.get("val_samples", len(dataset.items("val"))),
+    )
+    summary |= ctx.validation
     if cancelled:
         return TrainResult(runs.CANCELLED, summary)
     if not (run_dir / runs.MODEL_FILE).exists():
         # No epoch gave a finite monitored value; keep the last weights rather than nothing.
         model_store.save_model(model, run_dir / runs.MODEL_FILE)
     atomic_write_json(run_dir / runs.METRICS_FILE, summary)
-    _evaluate_finished(ws, run_id)
+    result = _evaluate_finished(ws, run_id)
+    if result is not None:
+        summary |= evaluated_figures(result)
+        atomic_write_json(run_dir / runs.METRICS_FILE, summary)
     return TrainResult(runs.FINISHED, summary)
 
 
-def _evaluate_finished(ws: Workspace, run_id: str) -> None:
-    """Evaluates the saved model once, as the run finishes; a failure never fails the run."""
+def evaluated_figures(result) -> dict:
+    """The kept model's held-out figures from its evaluation, for the run's summary.
+
+    ``test_*`` are the evaluated split's (the test split, or the validation split when
+    the dataset has none: ``evaluated_split`` says which); ``collapse`` is a sentence
+    when the model predicts (almost) one class on either split, else None.
+    """
+    from tlcore import stats
+
+    metrics = result.metrics
+    figures = {
+        "evaluated_split": result.split,
+        "test_accuracy": metrics.accuracy,
+        "test_accuracy_ci95": list(stats.accuracy_interval(metrics.accuracy, metrics.num_samples)),
+        "test_samples": metrics.num_samples,
+        "collapse": None,
+    }
+    for split_metrics, label in ((result.validation, "validation split"), (metrics, None)):
+        found = split_metrics.collapse if split_metrics is not None else None
+        if found:
+            figures["collapse"] = stats.collapse_message(
+                found, result.class_names, label or result.split_label
+            )
+    return figures
+
+
+def _evaluate_finished(ws: Workspace, run_id: str):
+    """Evaluates the saved model once, as the run finishes; a failure never fails the run.
+
+    Returns the `EvaluationResult`, or None when evaluating failed (recorded in progress).
+    """
     from tlcore import evaluate
 
     run_dir = ws.run_dir(run_id)
@@ -240,7 +277,7 @@ def _evaluate_finished(ws: Workspace, run_id: str) -> None:
         result = evaluate.evaluate_run(ws, run_id, allow_running=True)
     except Exception as exc:  # the training itself succeeded: keep it finished
         runs.append_progress(run_dir, "evaluation_failed", message=str(exc)[:2000])
-        return
+        return None
     runs.append_progress(
         run_dir,
         "evaluation_end",
@@ -249,6 +286,7 @@ def _evaluate_finished(ws: Workspace, run_id: str) -> None:
         accuracy=result.metrics.accuracy,
         seconds=result.seconds,
     )
+    return result
 
 
 def _fit_callbacks(ctx: _Context, phase, steps: int) -> tuple[list, object, object]:
@@ -302,9 +340,14 @@ def _compile(ctx: _Context, fit_model, phase, steps: int) -> None:
 def _check_outcome(ctx: _Context, phase, nan, cancel) -> bool:
     if nan.bad_loss_at is not None:
         epoch, batch = nan.bad_loss_at
+        kept = (
+            "The best model so far is kept."
+            if ctx.checkpoint.best is not None
+            else "No model was kept: no epoch finished with a finite loss."
+        )
         raise TrainingError(
             f"The loss became NaN at epoch {epoch + phase.initial_epoch}, batch {batch}. "
-            "Lower the learning rate, or check the images. The best model so far is kept."
+            f"Lower the learning rate, or check the images. {kept}"
         )
     return cancel.cancelled
 
@@ -351,15 +394,23 @@ def _fit_full_model(ctx: _Context, phase) -> bool:
     return _check_outcome(ctx, phase, nan, cancel)
 
 
-def _cached_split(ctx: _Context, split: str, extractor):
+def _mirrored(batches):
+    """The same image batches flipped left to right (NHWC: the width axis is 2)."""
+    import tensorflow as tf
+
+    return batches.map(lambda images, labels: (tf.reverse(images, axis=[2]), labels))
+
+
+def _cached_split(ctx: _Context, split: str, extractor, *, mirrored: bool = False):
     from tlcore import features
 
     items = ctx.dataset.items(split)
     if not items:
         return None
+    view = f"{split}-mirrored" if mirrored else split
     key = features.cache_key(
         ctx.dataset.content_hash,
-        split,
+        view,
         ctx.config,
         ctx.image_size,
         features.weights_identity(ctx.config, ctx.run_model_path),
@@ -368,19 +419,20 @@ def _cached_split(ctx: _Context, split: str, extractor):
 
     def report(done: int, of: int) -> None:
         if done == of or done % 5 == 0:
-            runs.append_progress(ctx.run_dir, "caching", split=split, batch=done, batches=of)
+            runs.append_progress(ctx.run_dir, "caching", split=view, batch=done, batches=of)
 
+    batches = _image_batches(ctx, split, shuffle=False, one_hot=False)
     feats, reused = features.load_or_compute(
         ctx.ws,
         key,
         [i.label for i in items],
         lambda images: extractor(images, training=False),
-        _image_batches(ctx, split, shuffle=False, one_hot=False),
+        _mirrored(batches) if mirrored else batches,
         total,
         progress=report,
     )
     runs.append_progress(
-        ctx.run_dir, "features_ready", split=split, reused=reused, shape=list(feats.shape)
+        ctx.run_dir, "features_ready", split=view, reused=reused, shape=list(feats.shape)
     )
     labels = np.asarray([i.label for i in items])
     return np.asarray(feats), np.eye(ctx.num_classes, dtype=np.float32)[labels]
@@ -411,16 +463,103 @@ def _fit_head_on_cached_features(ctx: _Context, phase) -> bool:
     return _check_outcome(ctx, phase, nan, cancel)
 
 
-def _summary(history: list[dict], seconds: float, model) -> dict:
-    last = history[-1] if history else {}
-    val_accs = [row["val_accuracy"] for row in history if "val_accuracy" in row]
+def _search_head_on_cached_features(ctx: _Context, phase) -> bool:
+    """The recommended recipe's phase (`tlcore.head_search`). Returns True if cancelled.
+
+    Cross-validates on the training images; when the dataset has a test split to check
+    the result on, also on the validation images, and the chosen head is refitted on
+    both (a small dataset's images all teach). The kept model's validation figure is
+    then the cross-validated one, with n = the images cross-validated.
+    """
+    from tlcore import head_search, model_store, models
+
+    extractor = models.feature_extractor(ctx.model)
+    splits = ["train"]
+    if ctx.dataset.items("val") and ctx.dataset.items("test"):
+        splits.append("val")
+    plain = [_cached_split(ctx, split, extractor) for split in splits]
+    mirrored = [_cached_split(ctx, split, extractor, mirrored=True) for split in splits]
+    x = np.concatenate([np.asarray(f) for f, _ in plain])
+    x_mirrored = np.concatenate([np.asarray(f) for f, _ in mirrored])
+    y = np.concatenate([np.argmax(labels, axis=1) for _, labels in plain])
+    started = time.perf_counter()
+
+    def report(done: int, of: int) -> None:
+        runs.append_progress(
+            ctx.run_dir, "batch", phase=phase.index, epoch=1, batch=done, batches=of, logs={}
+        )
+
+    result = head_search.search(
+        x,
+        x_mirrored,
+        y,
+        ctx.num_classes,
+        seed=ctx.config.seed,
+        balanced=ctx.config.class_weights == "balanced",
+        progress=report,
+        should_stop=lambda: runs.cancel_requested(ctx.run_dir),
+    )
+    if result is None:
+        return True
+    models.head_model(ctx.model).get_layer("logits").set_weights([result.kernel, result.bias])
+    held_out = None
+    if "val" not in splits:
+        held_out = _cached_split(ctx, "val", extractor)
+    logs = {"accuracy": result.train_accuracy, "loss": result.train_loss}
+    if held_out is not None:
+        probs = np.asarray(models.head_model(ctx.model).predict(held_out[0], verbose=0))
+        truth = np.argmax(held_out[1], axis=1)
+        logs["val_accuracy"] = float(np.mean(np.argmax(probs, axis=1) == truth))
+        picked = np.clip(probs[np.arange(len(truth)), truth], 1e-12, 1.0)
+        logs["val_loss"] = float(-np.mean(np.log(picked)))
+        ctx.validation = {"validation_method": "validation split"}
+    elif result.cv_accuracy is not None:
+        logs["val_accuracy"] = result.cv_accuracy
+        logs["val_loss"] = result.cv_log_loss
+        ctx.validation = {
+            "validation_method": (
+                f"{result.folds}-fold cross-validation on the {result.n} train + validation images"
+                if "val" in splits
+                else f"{result.folds}-fold cross-validation on the {result.n} training images"
+            ),
+            "val_samples": result.n,
+            "trained_on_validation": "val" in splits,
+        }
+    ctx.validation["head_search"] = {
+        "chosen_c": result.c,
+        "folds": result.folds,
+        "candidates": result.candidates,
+        "description": result.describe(),
+    }
+    model_store.save_model(ctx.model, ctx.run_dir / runs.MODEL_FILE)
+    runs.append_progress(
+        ctx.run_dir,
+        "epoch_end",
+        phase=phase.index,
+        epoch=1,
+        logs={k: float(v) for k, v in logs.items() if v is not None},
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return False
+
+
+def _summary(history: list[dict], seconds: float, model, *, val_samples: int) -> dict:
+    """The kept model's figures (`tlcore.kept_model`), labelled with its epoch.
+
+    ``val_accuracy`` and ``best_val_accuracy`` are both the kept epoch's validation
+    accuracy (the rule keeps the best one), so no listing can show another epoch's.
+    """
+    kept = kept_model.kept_epoch(history) or (history[-1] if history else {})
     return {
         "epochs_completed": len(history),
-        "accuracy": last.get("accuracy"),
-        "loss": last.get("loss"),
-        "val_accuracy": last.get("val_accuracy"),
-        "val_loss": last.get("val_loss"),
-        "best_val_accuracy": max(val_accs) if val_accs else None,
+        "kept_epoch": kept.get("epoch"),
+        "keep_rule": kept_model.rule_text(val_samples > 0),
+        "accuracy": kept.get("accuracy"),
+        "loss": kept.get("loss"),
+        "val_accuracy": kept.get("val_accuracy"),
+        "val_loss": kept.get("val_loss"),
+        "val_samples": val_samples,
+        "best_val_accuracy": kept.get("val_accuracy"),
         "train_seconds": round(sum(row.get("seconds") or 0 for row in history), 2),
         "wall_seconds_this_session": round(seconds, 2),
         "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_weights)),

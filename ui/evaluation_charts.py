@@ -28,6 +28,7 @@ PALETTE = (
 )
 HEATMAP_SCALE = [[0.0, "#F4F7FB"], [0.5, "#74A7E3"], [1.0, "#0B3C8C"]]
 GOOD_COLOR = "#2F9E44"
+TIED_COLOR = "#8CD19D"  # not clearly worse than the chosen strategy
 BAD_COLOR = "#E03131"
 NEUTRAL_COLOR = "#A5B4CB"
 MAX_CURVE_CLASSES = 10  # more one-vs-rest curves than this are unreadable: the worst are kept
@@ -365,28 +366,42 @@ def overlaid_curves_figure(
 
 
 def sweep_figure(rows: Sequence[Mapping], labels: Mapping[str, str], *, height: int = 340):
-    """Test accuracy per strategy as bars (the winner green), each labelled with its cost."""
-    shown = [r for r in rows if r.get("test_accuracy") is not None]
+    """Validation accuracy per strategy (what the sweep chooses on) with 95% intervals.
+
+    The chosen strategy is green, those tied with it (not clearly worse) light green;
+    each bar is labelled with its cost.
+    """
+    shown = [r for r in rows if r.get("val_accuracy") is not None]
     names = [
         f"<b>{labels.get(r['role'], r['role'])}</b><br>"
         f"<span style='font-size:11px;color:#667085'>{_cost_text(r, short=True)}</span>"
         for r in shown
     ]
-    colors = [GOOD_COLOR if r.get("winner") else NEUTRAL_COLOR for r in shown]
+    colors = [
+        GOOD_COLOR if r.get("winner") else TIED_COLOR if r.get("tied") else NEUTRAL_COLOR
+        for r in shown
+    ]
+    low = [
+        r["val_accuracy"] - (r.get("val_accuracy_ci95") or [r["val_accuracy"]])[0] for r in shown
+    ]
+    high = [
+        (r.get("val_accuracy_ci95") or [0, r["val_accuracy"]])[1] - r["val_accuracy"] for r in shown
+    ]
     fig = go.Figure(
         go.Bar(
             x=names,
-            y=[r["test_accuracy"] for r in shown],
+            y=[r["val_accuracy"] for r in shown],
             marker={"color": colors},
-            text=[f"{r['test_accuracy']:.1%}" for r in shown],
-            textposition="outside",
-            customdata=[_cost_text(r) for r in shown],
-            hovertemplate="test accuracy %{y:.1%}<br>%{customdata}<extra></extra>",
+            error_y={"type": "data", "array": high, "arrayminus": low, "color": "#475467"},
+            text=[f"{r['val_accuracy']:.1%}" for r in shown],
+            textposition="inside",
+            customdata=[f"n = {r.get('val_samples')} · {_cost_text(r)}" for r in shown],
+            hovertemplate="validation accuracy %{y:.1%}<br>%{customdata}<extra></extra>",
             width=0.55,
         )
     )
-    _layout(fig, "Test accuracy by strategy, and what it cost", height)
-    fig.update_yaxes(range=[0, 1.12], tickformat=".0%", gridcolor=GRID_COLOR, zeroline=False)
+    _layout(fig, "Validation accuracy by strategy (95% intervals), and what it cost", height)
+    fig.update_yaxes(range=[0, 1.08], tickformat=".0%", gridcolor=GRID_COLOR, zeroline=False)
     fig.update_xaxes(showgrid=False, tickangle=0)
     return fig
 

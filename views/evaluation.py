@@ -13,7 +13,7 @@ import io
 
 import streamlit as st
 
-from tlcore import evaluate, runs, sweep
+from tlcore import evaluate, runs, stats, sweep
 from tlcore.images import ImageError, load_image
 from tlcore.interpret import Interpretation
 from tlcore.progress import (
@@ -647,9 +647,9 @@ def _transfer_section(record: runs.RunRecord) -> None:
     verdict = sweep.baseline_comparison(ws, record.id)
     if verdict is None:
         st.markdown(
-            "Train the same network on the same images for the same "
-            f"**{record.config.total_epochs} epochs**, but from random weights. The difference "
-            "is what the pretrained weights are worth."
+            "Train the same network on the same images from random weights, with the "
+            "epochs, schedule and augmentation a network learning from scratch needs. A "
+            "paired test on the test images then says what the pretrained weights are worth."
         )
         if st.button("Train the from-scratch baseline", icon=":material/play_arrow:"):
             try:
@@ -661,8 +661,8 @@ def _transfer_section(record: runs.RunRecord) -> None:
             st.rerun()
         return
     baseline = runs.read_run(ws, verdict.baseline_id)
-    if not verdict.ready:
-        st.markdown(f"{state_badge(verdict.baseline_state)} {verdict.message}")
+    if verdict.baseline_state != runs.FINISHED:
+        st.markdown(f"{state_badge(verdict.baseline_state)} {verdict.reason}")
         st.page_link(
             PAGES["training"],
             label="Follow the baseline",
@@ -670,19 +670,38 @@ def _transfer_section(record: runs.RunRecord) -> None:
             query_params={QUERY_PARAM: verdict.baseline_id},
         )
     else:
-        delta_points = verdict.delta * 100
-        tiles = st.columns(3)
-        tiles[0].metric(f"This run · {verdict.metric}", _pct(verdict.accuracy), border=True)
-        tiles[1].metric("From scratch", _pct(verdict.baseline_accuracy), border=True)
-        tiles[2].metric(
-            "Transfer adds",
-            f"{delta_points:+.1f} pts",
-            border=True,
-            help="Percentage points of accuracy gained by starting from pretrained weights.",
-        )
-        (st.success if verdict.delta > 0.005 else st.warning)(
-            verdict.message, icon=":material/lightbulb:"
-        )
+        if verdict.comparison:
+            n = verdict.num_samples
+            tiles = st.columns(3)
+            tiles[0].metric(
+                f"This run · {verdict.metric}",
+                _pct(verdict.accuracy),
+                border=True,
+                help=stats.format_accuracy(verdict.accuracy, n),
+            )
+            tiles[1].metric(
+                "From scratch",
+                _pct(verdict.baseline_accuracy),
+                border=True,
+                help=stats.format_accuracy(verdict.baseline_accuracy, n),
+            )
+            tiles[2].metric(
+                "Paired test (McNemar)",
+                stats.format_p(verdict.p_value),
+                border=True,
+                help="Exact McNemar test on the images where exactly one of the two is right: "
+                "below 0.05, the difference is unlikely to be luck.",
+            )
+            st.caption(
+                f"Intervals (95%, n = {n}): this run {stats.format_accuracy(verdict.accuracy, n)}"
+                f"; from scratch {stats.format_accuracy(verdict.baseline_accuracy, n)}."
+            )
+        show = {
+            "transfer_helped": st.success,
+            "no_clear_difference": st.info,
+            "transfer_hurt": st.warning,
+        }.get(verdict.verdict, st.warning)
+        show(verdict.reason, icon=":material/lightbulb:")
         if verdict.train_seconds and verdict.baseline_train_seconds:
             st.caption(
                 f"Training time: {format_duration(verdict.train_seconds)} with transfer, "
@@ -743,18 +762,28 @@ def _sweep_results(results: sweep.SweepResults) -> None:
         fresh = sweep.sweep_results(ws, results.sweep.id)
         (st.success if fresh.winner and fresh.done else st.info)(
             fresh.message,
-            icon=":material/emoji_events:" if fresh.winner else ":material/schedule:",
+            icon=":material/emoji_events:"
+            if fresh.winner
+            else ":material/balance:"
+            if fresh.tied
+            else ":material/schedule:",
         )
+        if fresh.note:
+            st.warning(fresh.note, icon=":material/straighten:")
         st.progress(
             fresh.finished / max(len(fresh.rows), 1),
             text=f"{fresh.finished} of {len(fresh.rows)} runs finished",
         )
         table = [
             {
-                "Strategy": ("★ " if r["winner"] else "")
+                "Strategy": ("★ " if r["winner"] else "= " if r.get("tied") else "")
                 + STRATEGY_LABELS.get(r["role"], r["role"]),
                 "State": r["state"],
-                "Test accuracy": _pct(r["test_accuracy"]),
+                "Validation accuracy (chosen on)": stats.format_accuracy(
+                    r["val_accuracy"], r["val_samples"]
+                ),
+                "Against the best": r.get("vs_best_text") or "",
+                "Test accuracy": stats.format_accuracy(r["test_accuracy"], r["test_samples"]),
                 "Macro F1": _num(r["macro_f1"]),
                 "Training time": format_duration(r["train_seconds"])
                 if r["train_seconds"] is not None
@@ -765,7 +794,7 @@ def _sweep_results(results: sweep.SweepResults) -> None:
             }
             for r in fresh.rows
         ]
-        if any(r["test_accuracy"] is not None for r in fresh.rows):
+        if any(r["val_accuracy"] is not None for r in fresh.rows):
             st.plotly_chart(
                 charts.sweep_figure(fresh.rows, STRATEGY_LABELS),
                 config=CHART_CONFIG,
