@@ -46,6 +46,8 @@ def ws(tmp_path, monkeypatch):
     """An empty workspace; workers started by the test are killed at the end."""
     workspace = open_workspace(tmp_path / "workspace")
     monkeypatch.setenv("TLS_WORKSPACE", str(workspace.root))
+    # Pages would measure the machine's speed in a background process: not in tests.
+    monkeypatch.setenv("TLS_AUTO_CALIBRATE", "0")
     yield workspace
     for record in runs.list_runs(workspace):
         if record.status and record.status.pid:

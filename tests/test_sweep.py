@@ -172,7 +172,7 @@ def test_baseline_verdict_follows_a_paired_test_on_the_test_images(ws, no_worker
     assert verdict.reason.startswith("Yes: pretrained is better (p < 0.001; 12 of 40")
     assert verdict.to_dict()["twin_run_id"] == baseline_id
 
-    _store_evaluation(ws, baseline_id, truth, truth[:38] + [0, 0])  # 2 images differ
+    _store_evaluation(ws, baseline_id, truth, [*truth[:38], 0, 0])  # 2 images differ
     close = sweep.baseline_comparison(ws, original)
     assert close.verdict == "no_clear_difference" and "2 of 40 images differ" in close.reason
 

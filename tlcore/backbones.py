@@ -108,6 +108,8 @@ class BackboneSpec:
     weights_sizes: tuple[int, ...] = ()
     imagenet_rescaling: bool = False
     notes: str = ""
+    # alpha -> (parameters, feature channels) of the no-top network, counted from Keras.
+    width_facts: dict = field(default_factory=dict)
 
     def __hash__(self) -> int:  # the weights_hashes dict would make the generated one fail
         return hash(self.name)
@@ -116,6 +118,18 @@ class BackboneSpec:
     def has_alpha(self) -> bool:
         """Whether the architecture has a width multiplier (``alpha``)."""
         return bool(self.alphas)
+
+    def params_at(self, alpha: float = 1.0) -> int:
+        """Parameters without the top at width ``alpha`` (counted; else scaled by alpha²)."""
+        if not self.has_alpha:
+            return self.params
+        counted = self.width_facts.get(float(alpha))
+        return counted[0] if counted else int(self.params * float(alpha) ** 2)
+
+    def features_at(self, alpha: float = 1.0) -> int:
+        """Channels of the last feature map at width ``alpha``."""
+        counted = self.width_facts.get(float(alpha)) if self.has_alpha else None
+        return counted[1] if counted else self.feature_channels
 
     @property
     def has_imagenet_weights(self) -> bool:
@@ -364,6 +378,12 @@ _SPECS = (
         weights_sizes=(128, 160, 192, 224),
         speed_224=115.9,
         activation_mb_224=64.2,
+        width_facts={
+            0.25: (218_544, 256),
+            0.5: (829_536, 512),
+            0.75: (1_832_976, 768),
+            1.0: (3_228_864, 1024),
+        },
     ),
     BackboneSpec(
         name="MobileNetV2",
@@ -393,6 +413,14 @@ _SPECS = (
         weights_sizes=(96, 128, 160, 192, 224),
         speed_224=111.3,
         activation_mb_224=83.2,
+        width_facts={
+            0.35: (410_208, 1280),
+            0.5: (706_224, 1280),
+            0.75: (1_382_064, 1280),
+            1.0: (2_257_984, 1280),
+            1.3: (3_766_048, 1664),
+            1.4: (4_363_712, 1792),
+        },
     ),
     BackboneSpec(
         name="MobileNetV3Small",

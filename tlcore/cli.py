@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tlcore import jobs, runs, stats
+from tlcore import jobs, presets, runs, stats
 from tlcore.config import RunConfig, apply_overrides
 from tlcore.fileio import StorageError, read_json
 from tlcore.progress import format_duration, summarize_progress
@@ -55,6 +55,8 @@ def run_row(record: runs.RunRecord) -> dict:
         "backbone": cfg.backbone if cfg else "",
         "strategy": cfg.strategy if cfg else "",
         "val_accuracy": summary.get("val_accuracy"),
+        "test_accuracy": summary.get("test_accuracy"),
+        "kept_epoch": summary.get("kept_epoch"),
         "epochs": summary.get("epochs_completed"),
         "created": st.created_at if st else "",
         "problem": record.problem or (st.error if st else "") or "",
@@ -135,6 +137,11 @@ def config_from_args(ws, args) -> RunConfig:
     overrides = list(args.set or [])
     if args.dataset:
         overrides.append(f"dataset={args.dataset}")
+    preset = getattr(args, "preset", None)
+    if preset:
+        chosen = presets.get_preset(preset)
+        settings = {k: list(v) if isinstance(v, tuple) else v for k, v in chosen.settings.items()}
+        base = base | settings | {"extra": base.get("extra", {}) | {"preset": preset}}
     config = apply_overrides(base, overrides)
     _check_dataset_exists(ws, config.dataset)
     return config
@@ -513,6 +520,33 @@ def cmd_export(args, ws) -> int:
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
+def cmd_calibrate(args, ws) -> int:
+    from tlcore import estimate
+
+    try:
+        config = RunConfig(
+            dataset="calibration",
+            backbone=args.backbone,
+            alpha=args.alpha,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+        )
+        from tlcore.models import validate_model_config
+
+        validate_model_config(config)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    entry = estimate.calibrate(ws, config)
+    if args.json:
+        _print_json(entry)
+    else:
+        print(
+            f"{args.backbone} alpha {args.alpha:g}: {entry['forward_ips']:.1f} images/s forward, "
+            f"{entry['train_ips']:.1f} training; TensorFlow import {entry['import_s']:.1f} s."
+        )
+    return EXIT_OK
+
+
 def cmd_not_yet(args, ws) -> int:
     raise UserError(
         f"`{args.command}` is not available in this version yet; see the README's roadmap."
@@ -531,6 +565,11 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dataset", help="the dataset to train on (shorthand for --set dataset=NAME)"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=list(presets.PRESETS),
+        help="start from a named recipe (default: recommended); --set overrides it",
     )
 
 
@@ -631,6 +670,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_sweep.add_argument("--wait", action="store_true", help="wait for every run, then report")
     p_sweep.add_argument("--results", metavar="SWEEP_ID", help="print an earlier sweep's results")
+    p_cal = sub.add_parser(
+        "calibrate",
+        help="measure this machine's speed for a backbone (for time estimates)",
+        description="Time the TensorFlow import, model build, forward pass, training step and "
+        "head fitting for one backbone, width and size; cached in the workspace and used by "
+        "every time estimate. Takes 10-60 s.",
+    )
+    p_cal.add_argument("--backbone", default="MobileNetV2")
+    p_cal.add_argument("--alpha", type=float, default=1.0)
+    p_cal.add_argument("--image-size", type=int, default=0)
+    p_cal.add_argument("--batch-size", type=int, default=32)
+    p_cal.add_argument("--json", action="store_true", help="print the measurement as JSON")
     p_base = sub.add_parser(
         "baseline",
         help="did transfer help? train a run's from-scratch twin",
@@ -687,6 +738,7 @@ COMMANDS = {
     "baseline": cmd_baseline,
     "predict": cmd_predict,
     "export": cmd_export,
+    "calibrate": cmd_calibrate,
 }
 
 

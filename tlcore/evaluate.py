@@ -718,12 +718,28 @@ def render_report(ws: Workspace, run_id: str, dataset_id: str | None = None) -> 
     counts = (result.extra.get("class_counts") or {}).get(result.split)
     if counts:
         summary["images per class"] = counts
+    summary["accuracy"] = stats.format_accuracy(result.metrics.accuracy, result.metrics.num_samples)
+    training = (record.status.summary if record.status else {}) or {}
     if result.validation is not None:
-        summary["validation accuracy"] = round(result.validation.accuracy, 4)
+        summary["validation accuracy"] = stats.format_accuracy(
+            result.validation.accuracy, result.validation.num_samples
+        )
+    elif training.get("validation_method"):
+        summary[f"validation accuracy ({training['validation_method']})"] = stats.format_accuracy(
+            training.get("val_accuracy"), training.get("val_samples")
+        )
+    if training.get("kept_epoch") and not training.get("head_search"):
+        summary["kept model"] = f"epoch {training['kept_epoch']}: {training.get('keep_rule')}"
+    if result.metrics.collapse:
+        summary["warning"] = stats.collapse_message(
+            result.metrics.collapse, result.class_names, result.split_label
+        )
+    verdict = _transfer_verdict(ws, run_id)
+    if verdict is not None:
+        summary["did transfer help? (paired test vs. the from-scratch twin)"] = verdict
     if result.note:
         summary["note"] = result.note
     config = record.config.to_dict() if record.config else {}
-    training = (record.status.summary if record.status else {}) or {}
     for key in ("train_seconds", "trainable_params", "total_params", "epochs_completed"):
         if training.get(key) is not None:
             config[key] = training[key]
@@ -738,6 +754,16 @@ def render_report(ws: Workspace, run_id: str, dataset_id: str | None = None) -> 
         thumbnails=lambda row: row.path,
         title=title,
     )
+
+
+def _transfer_verdict(ws: Workspace, run_id: str) -> str | None:
+    from tlcore import sweep  # sweep reads evaluations: import it only when needed
+
+    try:
+        verdict = sweep.baseline_comparison(ws, run_id)
+    except (OSError, ValueError, EvaluationError):
+        return None
+    return verdict.reason if verdict is not None else None
 
 
 def export_report(
@@ -803,7 +829,7 @@ def compare_runs(ws: Workspace, run_ids: Sequence[str]) -> list[dict]:
     """
     records = [runs.read_run(ws, run_id) for run_id in run_ids]
     check_comparable({r.id: run_classes(ws, r) for r in records})
-    rows = []
+    rows, results = [], []
     for record in records:
         cfg = record.config
         training = (record.status.summary if record.status else {}) or {}
@@ -824,6 +850,9 @@ def compare_runs(ws: Workspace, run_ids: Sequence[str]) -> list[dict]:
                 "epochs": training.get("epochs_completed"),
                 "evaluated_on": result.split_label if result else None,
                 "accuracy": summary.get("accuracy"),
+                "accuracy_ci95": summary.get("accuracy_ci95"),
+                "num_samples": summary.get("num_samples"),
+                "collapsed": summary.get("collapsed"),
                 "top_3_accuracy": summary.get("top_3_accuracy"),
                 "macro_f1": summary.get("macro_f1"),
                 "log_loss": summary.get("log_loss"),
@@ -834,7 +863,28 @@ def compare_runs(ws: Workspace, run_ids: Sequence[str]) -> list[dict]:
                 "total_params": training.get("total_params"),
             }
         )
+        results.append(result)
+    _add_paired_tests(rows, results)
     return rows
+
+
+def _add_paired_tests(rows: list[dict], results: list) -> None:
+    """Each row after the first gets the exact McNemar test against the first run."""
+    first = results[0] if results else None
+    name = (rows[0]["name"] or rows[0]["run_id"]) if rows else ""
+    for row, result in zip(rows, results, strict=True):
+        row["vs_first"], row["vs_first_text"] = None, ""
+        if row is rows[0] or first is None or result is None:
+            continue
+        try:
+            comparison = paired_comparison(first, result)
+        except EvaluationError:
+            comparison = None
+        if comparison is None:
+            row["vs_first_text"] = "not scored on the same images"
+            continue
+        row["vs_first"] = comparison.to_dict() | {"p_value": comparison.p_value}
+        row["vs_first_text"] = comparison.wording(name, row["name"] or row["run_id"])
 
 
 def per_image_correct(result: EvaluationResult, *, validation: bool = False) -> dict[str, bool]:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tlcore import model_store, runs
+from tlcore import model_store, runs, stats
 from tlcore.fileio import StorageError, atomic_write_json, atomic_write_text, read_json
 from tlcore.workspace import Workspace
 
@@ -619,6 +619,14 @@ def _model_card(
     }
 
 
+def _kept_text(metrics: dict) -> str:
+    search = metrics.get("head_search")
+    if search:
+        return f"head chosen by cross-validation ({search.get('description', '')})"
+    epoch = metrics.get("kept_epoch")
+    return f"epoch {epoch} of {metrics.get('epochs_completed', '?')}" if epoch else "–"
+
+
 def _pct(value) -> str:
     return "–" if value is None else f"{value:.1%}"
 
@@ -650,13 +658,19 @@ def _model_card_markdown(card: dict) -> str:
         f"| Output | {card['output']} |",
         f"| Model file SHA-256 | `{card['model_sha256']}` |",
         "",
-        "## How well it did in training",
+        "## How well it did",
+        "",
+        "The figures are the kept model's: "
+        f"{metrics.get('keep_rule') or 'the model saved at the end of training'}.",
         "",
         "| Metric | Value |",
         "| --- | --- |",
-        f"| Validation accuracy (last epoch) | {_pct(metrics.get('val_accuracy'))} |",
-        f"| Best validation accuracy | {_pct(metrics.get('best_val_accuracy'))} |",
-        f"| Training accuracy (last epoch) | {_pct(metrics.get('accuracy'))} |",
+        f"| Kept model | {_kept_text(metrics)} |",
+        f"| Validation accuracy ({metrics.get('validation_method') or 'validation split'}) | "
+        f"{stats.format_accuracy(metrics.get('val_accuracy'), metrics.get('val_samples'))} |",
+        f"| Test accuracy (held out) | "
+        f"{stats.format_accuracy(metrics.get('test_accuracy'), metrics.get('test_samples'))} |",
+        f"| Training accuracy | {_pct(metrics.get('accuracy'))} |",
         f"| Epochs | {metrics.get('epochs_completed', '–')} |",
         "",
         "## Formats in this bundle",

@@ -55,3 +55,27 @@ def kept_epoch(history: list[dict]) -> dict | None:
 
 def rule_text(has_validation: bool) -> str:
     return RULE if has_validation else RULE_WITHOUT_VALIDATION
+
+
+def headline(summary: dict | None) -> str:
+    """The kept model's figures in a few words, for lists and dropdowns.
+
+    ``"86.0% val. (epoch 7) · 84.7% test"``; ``"86.0% val. (5-fold CV)"`` for a head
+    chosen by cross-validation; ``""`` when the run has no figures yet.
+    """
+    summary = summary or {}
+    parts = []
+    val = summary.get("val_accuracy")
+    if isinstance(val, (int, float)):
+        if str(summary.get("validation_method", "")).startswith(tuple("0123456789")):
+            where = summary["validation_method"].split(" on ")[0].replace("cross-validation", "CV")
+        elif summary.get("kept_epoch"):
+            where = f"epoch {summary['kept_epoch']}"
+        else:
+            where = ""
+        parts.append(f"{val:.1%} val." + (f" ({where})" if where else ""))
+    test = summary.get("test_accuracy")
+    if isinstance(test, (int, float)):
+        label = "test" if summary.get("evaluated_split", "test") == "test" else "evaluated"
+        parts.append(f"{test:.1%} {label}")
+    return " · ".join(parts)

@@ -35,6 +35,7 @@ from typing import Any
 
 from PIL import Image
 
+from tlcore import stats
 from tlcore.fileio import atomic_write_json, atomic_write_text, read_json
 from tlcore.images import ImageError, load_image
 from tlcore.metrics import Curve, EvaluationMetrics
@@ -400,7 +401,14 @@ def _header(title: str, run_id: str, metrics: EvaluationMetrics, generated_at: s
 
 
 def _kpis(metrics: EvaluationMetrics) -> str:
-    tiles = [("Accuracy", _pct(metrics.accuracy), "top-1")]
+    low, high = stats.accuracy_interval(metrics.accuracy, metrics.num_samples)
+    tiles = [
+        (
+            "Accuracy",
+            _pct(metrics.accuracy),
+            f"95% CI {low:.1%}–{high:.1%}, n = {metrics.num_samples}",
+        )
+    ]
     for k, value in sorted(metrics.top_k_accuracy.items()):
         if k != 1:
             tiles.append((f"Top-{k} accuracy", _pct(value), f"true class in top {k}"))

@@ -25,6 +25,7 @@ from typing import Any
 
 import streamlit as st
 
+from tlcore import kept_model, presets
 from tlcore.backbones import BACKBONES, BackboneSpec, get_backbone
 from tlcore.config import (
     ACTIVATIONS,
@@ -60,6 +61,8 @@ DENSE_UNITS = "mf_dense_units"  # "256,128"
 EARLY_STOPPING = "mf_early_stopping"
 PATIENCE = "mf_patience"
 BALANCED = "mf_balanced"
+RECIPE = "mf_recipe"  # a preset name, or CUSTOM_RECIPE when the settings match none
+CUSTOM_RECIPE = "custom"
 # Fields whose widget key is simply PREFIX + field name.
 DIRECT_FIELDS = (
     "dataset",
@@ -71,6 +74,7 @@ DIRECT_FIELDS = (
     "dense_activation",
     "dropout",
     "head_batchnorm",
+    "head_search",
     "fusion_stages",
     "strategy",
     "unfreeze",
@@ -547,7 +551,7 @@ def data_and_backbone_section(summaries: dict[str, Any]) -> BackboneSpec:
             persist_state=PERSIST,
         )
         spec = BACKBONES[st.session_state[key("backbone")]]
-        _backbone_facts(spec)
+        _backbone_facts(spec, float(st.session_state.get(key("alpha"), 1.0) or 1.0))
         cols = st.columns(2)
         with cols[0]:
             if spec.has_alpha:
@@ -586,11 +590,12 @@ def data_and_backbone_section(summaries: dict[str, Any]) -> BackboneSpec:
     return spec
 
 
-def _backbone_facts(spec: BackboneSpec) -> None:
+def _backbone_facts(spec: BackboneSpec, alpha: float = 1.0) -> None:
     facts = [
-        f"{count_text(spec.params)} parameters",
+        f"{count_text(spec.params_at(alpha))} parameters"
+        + (f" at width {alpha:g}" if spec.has_alpha else ""),
         f"{spec.num_blocks} blocks",
-        f"{spec.feature_channels:,} features",
+        f"{spec.features_at(alpha):,} features",
         (
             f"pretrained at {spec.default_size} px"
             if spec.has_imagenet_weights
@@ -758,9 +763,9 @@ def _weights_run(spec: BackboneSpec, finished_runs: list) -> None:
     def describe(run_id: str) -> str:
         record = by_id[run_id]
         cfg = record.config
-        acc = (record.status.summary or {}).get("val_accuracy") if record.status else None
+        headline = kept_model.headline(record.status.summary if record.status else {})
         title = cfg.name.strip() or f"{cfg.backbone} on {cfg.dataset}"
-        extra = f" · {acc:.1%} val. acc." if isinstance(acc, (int, float)) else ""
+        extra = f" · {headline}" if headline else ""
         return f"{title} · {cfg.dataset}{extra} · {run_id}"
 
     st.selectbox(
@@ -773,12 +778,61 @@ def _weights_run(spec: BackboneSpec, finished_runs: list) -> None:
     )
 
 
+def _current_recipe(state: Mapping[str, Any]) -> str:
+    try:
+        return presets.matching_preset(config_from_state(state)) or CUSTOM_RECIPE
+    except ValueError:
+        return CUSTOM_RECIPE
+
+
+def _on_recipe_change() -> None:
+    state = st.session_state
+    name = state.get(RECIPE)
+    if name not in presets.PRESETS:
+        return
+    for field_name, value in presets.get_preset(name).settings.items():
+        if field_name == "dense_units":
+            state[DENSE_UNITS] = ",".join(str(u) for u in value)
+        elif field_name in DIRECT_FIELDS:
+            state[key(field_name)] = _typed(field_name, value)
+
+
+def recipe_picker() -> None:
+    """Named recipes (`tlcore.presets`): one choice sets the head, optimiser and epochs."""
+    state = st.session_state
+    state[RECIPE] = _current_recipe(state)
+    options = [*presets.PRESETS, CUSTOM_RECIPE]
+    labels = {n: p.label for n, p in presets.PRESETS.items()} | {CUSTOM_RECIPE: "Custom"}
+    st.segmented_control(
+        "Recipe",
+        options,
+        key=RECIPE,
+        format_func=labels.get,
+        on_change=_on_recipe_change,
+        help="Start from a named recipe; changing any setting below makes it Custom.",
+    )
+    chosen = state.get(RECIPE)
+    if chosen in presets.PRESETS:
+        st.caption(presets.get_preset(chosen).description)
+    else:
+        st.caption("Your own settings. Pick a recipe above to start again from one.")
+
+
 def head_section(spec: BackboneSpec) -> None:
     with section(
         "Classifier head",
         ":material/hub:",
         "New layers on top of the backbone's features; they always train.",
     ):
+        st.toggle(
+            "Choose the head by cross-validation (recommended)",
+            key=key("head_search"),
+            help="With a frozen backbone and no hidden layers: fit the output layer exactly "
+            "for several regularisation strengths, keep the one with the best 5-fold "
+            "cross-validated accuracy, and refit it on train + validation. Epochs, "
+            "optimiser and dropout then do not apply.",
+            persist_state=PERSIST,
+        )
         cols = st.columns(3)
         cols[0].selectbox(
             "Pooling",

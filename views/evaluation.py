@@ -13,7 +13,7 @@ import io
 
 import streamlit as st
 
-from tlcore import evaluate, runs, stats, sweep
+from tlcore import evaluate, kept_model, runs, stats, sweep
 from tlcore.images import ImageError, load_image
 from tlcore.interpret import Interpretation
 from tlcore.progress import (
@@ -63,8 +63,8 @@ def _summary(record: runs.RunRecord) -> dict:
 
 
 def _run_option(record: runs.RunRecord) -> str:
-    acc = _summary(record).get("val_accuracy")
-    tail = f" · {acc:.1%} val." if isinstance(acc, (int, float)) else ""
+    headline = kept_model.headline(_summary(record))
+    tail = f" · {headline}" if headline else ""
     return f"{_title(record)} · {strategy_label(record.config.strategy)}{tail}"
 
 
@@ -332,13 +332,46 @@ def _tiles(result: evaluate.EvaluationResult) -> None:
         ("Log loss", _num(m.log_loss), TILE_HELP["log_loss"]),
         ("Calibration error", _num(m.ece), TILE_HELP["ece"]),
     ]
-    for column, (label, value, help_text) in zip(st.columns(len(tiles)), tiles, strict=True):
-        column.metric(label, value, help=help_text, border=True)
-    about = [f"{m.num_samples:,} images of *{result.dataset_name}*, {result.split_label}"]
+    low, high = stats.accuracy_interval(m.accuracy, m.num_samples)
+    tile_values = [
+        (label, value, help_text, f"95% CI {low:.1%}–{high:.1%} · n = {m.num_samples}")
+        if label == "Accuracy"
+        else (label, value, help_text, None)
+        for label, value, help_text in tiles
+    ]
+    for column, (label, value, help_text, delta) in zip(
+        st.columns(len(tiles)), tile_values, strict=True
+    ):
+        column.metric(
+            label,
+            value,
+            delta=delta,
+            delta_color="off",
+            delta_arrow="off",
+            help=help_text,
+            border=True,
+        )
+    about = [
+        f"**{result.split_label.capitalize()}**: "
+        f"{stats.format_accuracy(m.accuracy, m.num_samples)} on *{result.dataset_name}*"
+    ]
     if result.validation is not None:
-        about.append(f"validation split accuracy {result.validation.accuracy:.1%}")
+        shown = stats.format_accuracy(result.validation.accuracy, result.validation.num_samples)
+        about.append(f"**validation split**: {shown}")
+    summary = _summary(runs.read_run(ws, result.run_id))
+    if result.validation is None and summary.get("validation_method"):
+        shown = stats.format_accuracy(summary.get("val_accuracy"), summary.get("val_samples"))
+        about.append(f"**validation** ({summary['validation_method']}): {shown}")
     about.append(f"evaluated {format_ago(result.created_at)}")
     st.caption(" · ".join(about))
+    for split_metrics, label in ((m, result.split_label), (result.validation, "validation split")):
+        found = split_metrics.collapse if split_metrics is not None else None
+        if found:
+            st.error(
+                "**Collapsed to one class.** "
+                + stats.collapse_message(found, result.class_names, label),
+                icon=":material/warning:",
+            )
     if result.note:
         st.info(result.note, icon=":material/info:")
 
@@ -853,10 +886,11 @@ def _compare_section(record: runs.RunRecord) -> None:
             + _title(runs.read_run(ws, r["run_id"])),
             "Strategy": STRATEGY_LABELS.get(r["strategy"], r["strategy"]),
             "Backbone": r["backbone"],
-            "Test acc.": _pct(r["accuracy"]),
+            "Test accuracy (95% CI, n)": stats.format_accuracy(r["accuracy"], r["num_samples"]),
+            "Against this run (paired test)": r["vs_first_text"] or "",
             "Macro F1": _num(r["macro_f1"]),
             "ECE": _num(r["ece"]),
-            "Best val. acc.": _pct(r["best_val_accuracy"]),
+            "Val. acc. (kept model)": _pct(r["best_val_accuracy"]),
             "Training": format_duration(r["train_seconds"])
             if r["train_seconds"] is not None
             else "–",
@@ -869,6 +903,10 @@ def _compare_section(record: runs.RunRecord) -> None:
         table.append(row)
     st.dataframe(
         table, hide_index=True, column_config={"Run": st.column_config.TextColumn(width="medium")}
+    )
+    st.caption(
+        "Each other run is compared with this one on the same test images by an exact "
+        "McNemar test: only the images on which exactly one of the two is right count."
     )
     if any(r["accuracy"] is None for r in rows):
         st.caption("A test accuracy of – means that run has no stored evaluation yet.")

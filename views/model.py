@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from tlcore import datasets, jobs, models, runs
+from tlcore import datasets, estimate, jobs, models, runs
 from tlcore.config import RunConfig
 from tlcore.fileio import StorageError
 from tlcore.progress import format_duration, strategy_label
@@ -459,6 +459,17 @@ def _duration(seconds: float) -> str:
     return "under 1 s" if seconds < 1 else format_duration(seconds)
 
 
+def _run_estimate(config: RunConfig) -> dict | None:
+    """The measured-speed estimate; starts measuring this machine when it has not yet."""
+    try:
+        planned = estimate.estimate_run(ws, config)
+    except (ValueError, OSError):
+        return None
+    if not planned["measured"]:
+        estimate.start_calibration(ws, config)
+    return planned
+
+
 def _cost(config: RunConfig, train_images: int) -> None:
     try:
         cost = models.estimate_cost(config, train_images)
@@ -492,18 +503,29 @@ def _cost(config: RunConfig, train_images: int) -> None:
             help=f"{train_images:,} training images, slowest phase.",
             border=True,
         )
+        planned = _run_estimate(config)
+        total = planned["total_seconds"] if planned else cost.get("total_seconds", 0.0)
+        parts = planned["parts"] if planned else {}
         cols[3].metric(
             "Whole run",
-            _duration(cost.get("total_seconds", 0.0)),
-            help=f"{config.total_epochs} epochs"
-            + (", with the backbone run once for cached features" if cached else "")
+            ("≈ " if planned and planned["measured"] else "~ ") + _duration(total),
+            help="From the worker's start to the end of its evaluation: "
+            + "; ".join(f"{name} {_duration(sec)}" for name, sec in parts.items() if sec >= 0.5)
             + ".",
             border=True,
         )
-        note = cost["basis"]
+        if planned and planned["measured"]:
+            note = f"Time {planned['basis']}."
+        else:
+            note = (
+                "Time: measuring this machine's speed for this backbone in the background "
+                "(10–60 s); until then a rough figure from another machine."
+                if planned
+                else cost["basis"]
+            )
         if cached:
             note += " The frozen backbone's features are computed once and cached."
-        st.caption(f":material/info: {note} Expect much faster on a GPU.")
+        st.caption(f":material/info: {note}")
 
 
 def _architecture_view(arch: dict, config: RunConfig, spec_name: str) -> None:
@@ -648,6 +670,8 @@ else:
     with left:
         spec = form.data_and_backbone_section(summaries)
         form.weights_section(ws, spec, finished)
+        with form.section("Recipe", ":material/auto_awesome:"):
+            form.recipe_picker()
         form.strategy_section(spec)
         form.head_section(spec)
         form.training_section()

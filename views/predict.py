@@ -15,9 +15,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from tlcore import archives, export, images, model_store, predict, runs
+from tlcore import archives, export, images, kept_model, model_store, predict, runs
 from tlcore.fileio import StorageError
-from tlcore.progress import format_metric
 from tlcore.weights import WeightsMismatchError
 from tlcore.workspace import Workspace
 from ui.charts import CHART_CONFIG
@@ -76,10 +75,8 @@ def _title(record: runs.RunRecord) -> str:
 
 
 def _run_label(record: runs.RunRecord) -> str:
-    summary = record.status.summary if record.status else {}
-    acc = summary.get("val_accuracy")
-    detail = f" · {format_metric('val_accuracy', acc)} val. acc." if acc is not None else ""
-    return f"{_title(record)}{detail} · {record.id}"
+    headline = kept_model.headline(record.status.summary if record.status else {})
+    return f"{_title(record)}{' · ' + headline if headline else ''} · {record.id}"
 
 
 def _choose_run(finished: list[runs.RunRecord]) -> runs.RunRecord:
@@ -108,11 +105,8 @@ def _facts(record: runs.RunRecord, predictor: predict.Predictor) -> None:
         f":material/crop_free: {predictor.image_size}×{predictor.image_size} px",
         f":material/account_tree: {cfg.backbone}",
     ]
-    if summary.get("val_accuracy") is not None:
-        items.append(
-            f":material/insights: {format_metric('val_accuracy', summary['val_accuracy'])} "
-            "validation accuracy"
-        )
+    if kept_model.headline(summary):
+        items.append(f":material/insights: {kept_model.headline(summary)}")
     if predictor.source == "run":
         items.append(
             f":green-badge[:material/verified_user: verified model `{predictor.model_sha256[:10]}`]"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from tlcore import jobs, runs
+from tlcore import jobs, kept_model, runs, stats
 from tlcore.fileio import StorageError
 from tlcore.progress import (
     ENDED,
@@ -107,8 +107,8 @@ def _run_caption(record: runs.RunRecord) -> str:
     if cfg is None or status is None:
         return record.problem or "unreadable run folder"
     summary = status.summary or {}
-    if record.state == runs.FINISHED and summary.get("val_accuracy") is not None:
-        detail = f"{format_metric('val_accuracy', summary['val_accuracy'])} val. acc."
+    if record.state == runs.FINISHED and kept_model.headline(summary):
+        detail = kept_model.headline(summary)
     elif record.state == runs.QUEUED:
         detail = f"{cfg.total_epochs} epochs"
     else:
@@ -380,15 +380,39 @@ def _notice(record: runs.RunRecord, progress: RunProgress) -> None:
         )
     elif state == runs.FINISHED:
         took = seconds_between(status.started_at, status.finished_at) if status else None
-        best = progress.best_epoch("val_accuracy") or progress.best_epoch("accuracy")
-        text = f"**Finished:** {done} epochs"
-        if took:
-            text += f" in {format_duration(took)}"
-        if best is not None:
-            key = "val_accuracy" if best.val_accuracy is not None else "accuracy"
-            name = "validation accuracy" if key == "val_accuracy" else "training accuracy"
-            text += f" · best {name} {format_metric(key, best.metric(key))} at epoch {best.epoch}"
-        st.success(text + ".", icon=":material/check_circle:")
+        summary = (status.summary if status else {}) or {}
+        st.success(_finished_text(summary, done, took), icon=":material/check_circle:")
+        if summary.get("collapse"):
+            st.error(
+                f"**Collapsed to one class.** {summary['collapse']}", icon=":material/warning:"
+            )
+
+
+def _finished_text(summary: dict, done: int, took: float | None) -> str:
+    """What a finished run kept: its epoch (and why), validation and test with intervals."""
+    search = summary.get("head_search")
+    text = "**Finished**" + (f" in {format_duration(took)}" if took else "")
+    if search:
+        text += f": {search['description']}, refitted on all of them."
+    else:
+        text += f": {done} epochs."
+    if summary.get("kept_epoch") and not search:
+        text += f" The kept model is epoch {summary['kept_epoch']}: {summary.get('keep_rule')}."
+    val = summary.get("val_accuracy")
+    if isinstance(val, (int, float)):
+        method = summary.get("validation_method") or "validation split"
+        text += (
+            f"\n\n**Validation** ({method}): "
+            f"{stats.format_accuracy(val, summary.get('val_samples'))}"
+        )
+    test = summary.get("test_accuracy")
+    if isinstance(test, (int, float)):
+        label = "Test" if summary.get("evaluated_split", "test") == "test" else "Evaluated"
+        text += (
+            f"\n\n**{label}** (held out): "
+            f"{stats.format_accuracy(test, summary.get('test_samples'))}"
+        )
+    return text
 
 
 def _worker_log(run_dir: Path) -> None:
