@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO_ROOT, tiny_config
-from tlcore import datasets, evaluate, jobs, runs, sweep, train
+from tlcore import datasets, evaluate, jobs, runs, stats, sweep, train
 from tlcore.fileio import atomic_write_json
 
 TIMEOUT_S = 180
@@ -115,6 +115,11 @@ def test_a_finished_run_shows_tiles_confusion_matrix_and_cell_images(ws, tiny_da
     assert tiles["Accuracy"] == f"{result.metrics.accuracy:.1%}"
     assert tiles["Macro F1"] == f"{result.metrics.macro_avg.f1:.3f}"
     assert {"Log loss", "Calibration error"} <= set(tiles)
+    # The accuracy carries its 95% interval and n, on the tile and in the caption.
+    m = result.metrics
+    accuracy_tile = next(t for t in at.metric if t.label == "Accuracy")
+    assert f"n = {m.num_samples}" in accuracy_tile.delta
+    assert stats.format_accuracy(m.accuracy, m.num_samples) in text
 
     # The drill-down starts on the most confused cell; choose a diagonal cell instead.
     at.selectbox(key="cm_true").set_value("red").run()

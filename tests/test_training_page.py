@@ -67,6 +67,7 @@ def make_run(
     batch: int | None = None,
     pid: int | None = None,
     error: str | None = None,
+    summary: dict | None = None,
 ) -> runs.RunRecord:
     """A run in ``state`` whose log shows ``epochs`` completed epochs (two-phase, 2 + 2)."""
     record = runs.create_run(ws, _config(name))
@@ -116,7 +117,9 @@ def make_run(
         runs.append_progress(record.dir, "phase_end", phase=index)
     if state != runs.RUNNING:
         runs.append_progress(record.dir, "run_end", state=state, error=error)
-        runs.set_state(ws, record.id, state, error=error)
+        runs.set_state(
+            ws, record.id, state, error=error, **({"summary": summary} if summary else {})
+        )
     return runs.read_run(ws, record.id)
 
 
@@ -267,8 +270,28 @@ def test_finished_run_links_to_evaluation(ws):
     at = open_training(record.id)
     links = {n.proto.label: n.proto for n in at.get("page_link")}
     assert "Evaluate" in links
-    assert "**Finished:** 4 epochs" in page_text(at)
+    assert "**Finished**: 4 epochs." in page_text(at)
     assert "All 2 phases complete" in page_text(at)
+
+
+def test_a_finished_run_shows_its_kept_model_with_intervals_and_a_collapse(ws):
+    summary = {
+        "kept_epoch": 3,
+        "keep_rule": "the epoch with the best validation accuracy (ties: the lower loss)",
+        "val_accuracy": 0.8,
+        "val_samples": 10,
+        "test_accuracy": 0.5,
+        "test_samples": 20,
+        "evaluated_split": "test",
+        "collapse": "The model predicts 'a' for 100% of the test split, where only 50% are 'a'",
+    }
+    record = make_run(ws, runs.FINISHED, name="One class", epochs=4, summary=summary)
+    at = open_training(record.id)
+    text = page_text(at)
+    assert "The kept model is epoch 3: the epoch with the best validation accuracy" in text
+    assert "80.0% (95% CI 49.0–94.3%, n = 10)" in text
+    assert "**Test** (held out): 50.0% (95% CI" in text and "n = 20)" in text
+    assert any("Collapsed to one class" in e.value for e in at.error)
 
 
 def test_a_dead_worker_is_found_and_the_run_shown_interrupted(ws, monkeypatch):

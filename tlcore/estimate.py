@@ -24,6 +24,7 @@ import itertools
 import math
 import os
 import random
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from tlcore import head_search, models
+    from tlcore import head_search, models, pipeline
     from tlcore.backbones import get_backbone
 
     import_s = max(time.time() - psutil.Process().create_time(), 0.0)
@@ -114,6 +115,20 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     train = timed(lambda: model.train_on_batch(images, labels), 2)
 
+    # The same work through the real input pipeline, on photo-sized JPEGs: decoding
+    # shares the cores with the network, which the bare figures above do not show.
+    with tempfile.TemporaryDirectory(prefix="tls-calibrate-") as folder:
+        items = _synthetic_photos(Path(folder), 3 * batch)
+        synthetic_decode = decode_seconds(items, size)
+        batches = pipeline.make_image_dataset(
+            items, image_size=size, batch_size=batch, shuffle=False, seed=0
+        )
+        extract = timed(lambda: [extractor.predict_on_batch(x) for x, _ in batches], 1)
+        extract_ips = len(items) / extract
+        one_hot = batches.map(lambda x, y: (x, tf.one_hot(y, 5)))
+        fit = timed(lambda: model.fit(one_hot, epochs=1, verbose=0), 1)
+        train_pipeline_ips = len(items) / fit
+
     # A small head trained on cached features, as fit() runs it: per-epoch overhead.
     head = keras.Sequential([keras.Input((64,)), keras.layers.Dense(5, activation="softmax")])
     head.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
@@ -129,6 +144,23 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
     matmul = timed(lambda: tf.linalg.matmul(a, b).numpy(), 3)
     flops = 2 * 1024 * 4096 * 1024 / matmul
 
+    # A big head on cached features (a flattened map into Dense 512): the seconds per
+    # image and head parameter of an epoch, optimizer update included.
+    wide = keras.Sequential(
+        [keras.Input((4096,)), keras.layers.Dense(512, activation="relu"), keras.layers.Dense(5)]
+    )
+    wide.compile(optimizer="adam", loss="categorical_crossentropy")
+    wx = np.random.default_rng(1).normal(size=(512, 4096)).astype("float32")
+    wy = np.eye(5, dtype="float32")[np.arange(512) % 5]
+    wide_epoch = timed(lambda: wide.fit(wx, wy, batch_size=32, epochs=1, verbose=0), 2)
+    head_param_s = max(wide_epoch - epoch_s, 0.0) / (len(wx) * wide.count_params())
+
+    # Writing weights (the checkpoint at an improvement, the resume backup every epoch).
+    with tempfile.TemporaryDirectory(prefix="tls-calibrate-") as folder:
+        target = Path(folder) / "probe.weights.h5"
+        save = timed(lambda: model.save_weights(target), 1)
+        save_bytes_s = target.stat().st_size / max(save, 1e-6)
+
     features = get_backbone(config.backbone).features_at(config.alpha)
     rows = 600
     rng = np.random.default_rng(0)
@@ -141,10 +173,15 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
     entry = {
         "forward_ips": batch / forward,
         "train_ips": batch / train,
+        "extract_ips": extract_ips,
+        "train_pipeline_ips": train_pipeline_ips,
+        "synthetic_decode_s": synthetic_decode,
         "import_s": round(import_s, 2),
         "build_s": round(build_s, 2),
         "epoch_overhead_s": round(epoch_s, 4),
         "flops": flops,
+        "head_param_s": head_param_s,
+        "save_bytes_s": save_bytes_s,
         "lr_fit_s": round(fit_s, 3),
         "lr_fit_rows": rows,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -155,6 +192,29 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
     ws.cache_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(_speed_path(ws), speeds)
     return entry
+
+
+def _synthetic_photos(folder: Path, count: int) -> list:
+    """``count`` 500x375 JPEGs with photo-like smooth content, as ``(path, label)`` items."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(count):
+        coarse = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC)
+        path = folder / f"photo_{i:03d}.jpg"
+        image.save(path, quality=90)
+        items.append(_Item(path, i % 5))
+    return items
+
+
+class _Item:
+    """The two attributes the pipeline and `decode_seconds` read from a dataset item."""
+
+    def __init__(self, path: Path, label: int):
+        self.path, self.label = path, label
 
 
 def start_calibration(ws: Workspace, config: RunConfig) -> None:
@@ -251,12 +311,26 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
             "lr_fit_rows": 600,
         }
     decode = decode_seconds(dataset.items(), size)
-    forward = 1.0 / speed["forward_ips"] + decode
+    if "extract_ips" in speed:
+        # Measured through the pipeline on synthetic photos: add only what this
+        # dataset's images cost to decode beyond those.
+        extra_decode = max(decode - speed.get("synthetic_decode_s", 0.0), 0.0)
+        forward = 1.0 / speed["extract_ips"] + extra_decode
+        full_step = 1.0 / speed["train_pipeline_ips"] + extra_decode
+    else:
+        forward = 1.0 / speed["forward_ips"] + decode
+        full_step = 1.0 / speed["train_ips"] + decode
     features = spec.features_at(config.alpha)
     if config.pooling == "flatten":
         side = max(math.ceil(size / 32), 1)
         features *= side * side
-    head_step = 6.0 * _head_params(config, features) / speed["flops"]
+    head_params = _head_params(config, features)
+    if "head_param_s" in speed:
+        head_step = head_params * speed["head_param_s"]
+    else:
+        head_step = 6.0 * head_params / speed["flops"]
+    save_bytes_s = speed.get("save_bytes_s", 2e8)
+    total_params = spec.params_at(config.alpha) + head_params
     parts = {"start (TensorFlow, model)": speed["import_s"] + speed["build_s"] + 1.0}
     compute = 0.0
     for phase in models.training_phases(config):
@@ -266,14 +340,17 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
             from tlcore import head_search
 
             fits = (head_search.MAX_FOLDS * len(head_search.C_GRID) + 1) * speed["lr_fit_s"]
-            fits *= (2 * pool * 0.8) / speed["lr_fit_rows"] * (features / 1280 + 0.2)
+            # Calibrated on this backbone's feature width; a fit's time grows with its rows.
+            fits *= (2 * pool * (1 - 1 / head_search.MAX_FOLDS)) / speed["lr_fit_rows"]
             parts["features, both views"] = extract
             parts["cross-validated head"] = fits
             compute += extract + fits
         elif models.uses_feature_cache(config, phase):
             extract = (n_train + n_val) * forward
+            # Each epoch also writes the resume backup: weights and Adam's two slots.
+            backup = (4 * total_params + 8 * head_params) / save_bytes_s
             epochs = phase.epochs * (
-                n_train * head_step + n_val * head_step / 3 + speed["epoch_overhead_s"]
+                n_train * head_step + n_val * head_step / 3 + speed["epoch_overhead_s"] + backup
             )
             parts["features"] = parts.get("features", 0.0) + extract
             parts["head epochs"] = parts.get("head epochs", 0.0) + epochs
@@ -287,15 +364,18 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
                     phase.unfreeze if phase.unfreeze_unit == "blocks" else phase.unfreeze / 3
                 )
                 share = min(1.0, per_block / spec.num_blocks)
-            fwd, full = 1.0 / speed["forward_ips"], 1.0 / speed["train_ips"]
-            step = fwd + share * max(full - fwd, 0.0) + decode + head_step
-            epochs = phase.epochs * (n_train * step + n_val * forward + speed["epoch_overhead_s"])
+            step = forward + share * max(full_step - forward, 0.0) + head_step
+            backup = 12 * total_params / save_bytes_s
+            epochs = phase.epochs * (
+                n_train * step + n_val * forward + speed["epoch_overhead_s"] + backup
+            )
             parts[f"phase {phase.index} epochs"] = epochs
             compute += epochs
     evaluated = n_test + (n_val if not (config.searches_head and n_test) else 0)
     parts["evaluation"] = speed["build_s"] + evaluated * forward
     saves = (1 + compute / MODEL_SAVE_INTERVAL_S) if not config.searches_head else 1
-    parts["saving the model"] = MODEL_SAVE_S * min(saves, 1 + config.total_epochs)
+    one_save = MODEL_SAVE_S + 4 * total_params / save_bytes_s
+    parts["saving the model"] = one_save * min(saves, 1 + config.total_epochs)
     total = sum(parts.values())
     basis = (
         "measured on this machine"

@@ -951,12 +951,26 @@ def strategy_section(spec: BackboneSpec) -> None:
             )
 
 
+def _searches_head(state: Mapping[str, Any]) -> bool:
+    try:
+        return config_from_state(state).searches_head
+    except ValueError:
+        return False
+
+
 def training_section() -> None:
     state = st.session_state
     strategy = state.get(key("strategy"))
     two_phase = strategy == "two_phase"
     optimizer = state.get(key("optimizer"))
     with section("Training", ":material/tune:"):
+        if _searches_head(state):
+            st.info(
+                "The head is chosen by cross-validation, fitted exactly: the optimizer, "
+                "schedule, learning rate, epochs and dropout below do not apply to this run "
+                "(batch size still sets how many images go through the backbone at once).",
+                icon=":material/auto_awesome:",
+            )
         cols = st.columns(3)
         cols[0].selectbox(
             "Optimizer",

@@ -63,6 +63,8 @@ def _runs_table(records: list[runs.RunRecord]) -> None:
                 strategy_label(row["strategy"]) if row["strategy"] else "" for row in rows
             ],
             "Val. accuracy": [row["val_accuracy"] for row in rows],
+            "Test accuracy": [row["test_accuracy"] for row in rows],
+            "Kept epoch": [row["kept_epoch"] for row in rows],
             "Epochs": [row["epochs"] for row in rows],
             "Created": [row["created"].replace("T", " ")[:16] for row in rows],
             "Problem": [row["problem"] for row in rows],
@@ -80,7 +82,21 @@ def _runs_table(records: list[runs.RunRecord]) -> None:
         column_config={
             "Run": st.column_config.TextColumn(width="large"),
             "Val. accuracy": st.column_config.ProgressColumn(
-                min_value=0.0, max_value=1.0, format="percent"
+                min_value=0.0,
+                max_value=1.0,
+                format="percent",
+                help="The kept model's validation accuracy (cross-validated for the "
+                "recommended recipe).",
+            ),
+            "Test accuracy": st.column_config.ProgressColumn(
+                min_value=0.0,
+                max_value=1.0,
+                format="percent",
+                help="The kept model on the held-out test split.",
+            ),
+            "Kept epoch": st.column_config.NumberColumn(
+                help="The epoch whose model was kept: best validation accuracy, ties by "
+                "lower validation loss."
             ),
             "Problem": st.column_config.TextColumn(width="large"),
         },
