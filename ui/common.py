@@ -73,6 +73,19 @@ def state_badge(state: str) -> str:
     return f":{STATE_COLORS.get(state, 'gray')}-badge[{state}]"
 
 
+def fact_tile(column, label: str, value: str, note: str | None, help_text: str) -> None:
+    """A bordered metric tile whose small grey line under the value is a fact, not a change."""
+    column.metric(
+        label,
+        value,
+        delta=note,
+        delta_color="off",
+        delta_arrow="off",
+        help=help_text,
+        border=True,
+    )
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":

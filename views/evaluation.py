@@ -25,7 +25,7 @@ from tlcore.progress import (
 )
 from ui import evaluation_charts as charts
 from ui.charts import CHART_CONFIG, training_curve_figure
-from ui.common import PAGES, empty_state, page_header, state_badge, workspace
+from ui.common import PAGES, empty_state, fact_tile, page_header, state_badge, workspace
 
 SELECTED_KEY = "evaluation_run"  # the run this session looks at; other pages may set it
 QUERY_PARAM = "run"
@@ -342,15 +342,7 @@ def _tiles(result: evaluate.EvaluationResult) -> None:
     for column, (label, value, help_text, delta) in zip(
         st.columns(len(tiles)), tile_values, strict=True
     ):
-        column.metric(
-            label,
-            value,
-            delta=delta,
-            delta_color="off",
-            delta_arrow="off",
-            help=help_text,
-            border=True,
-        )
+        fact_tile(column, label, value, delta, help_text)
     about = [
         f"**{result.split_label.capitalize()}**: "
         f"{stats.format_accuracy(m.accuracy, m.num_samples)} on *{result.dataset_name}*"

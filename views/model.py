@@ -24,7 +24,7 @@ from tlcore.progress import format_duration, strategy_label
 from tlcore.weights import WeightsMismatchError, imagenet_weights_status
 from ui import model_form as form
 from ui.charts import CHART_CONFIG, GRID_COLOR, TRAIN_COLOR, VAL_COLOR
-from ui.common import PAGES, empty_state, page_header, workspace
+from ui.common import PAGES, empty_state, fact_tile, page_header, workspace
 
 TRAINING_RUN_KEY = "training_run"  # the Training page shows this run
 TRAINING_QUERY_PARAM = "run"  # ... and this deep link, so a reload keeps it
@@ -434,15 +434,7 @@ def _parameters(arch: dict, config: RunConfig) -> None:
             for column, (label, value, delta, text) in zip(
                 st.columns(2), tiles[row : row + 2], strict=False
             ):
-                column.metric(
-                    label,
-                    value,
-                    delta=delta,
-                    delta_color="off",
-                    delta_arrow="off",
-                    help=text,
-                    border=True,
-                )
+                fact_tile(column, label, value, delta, text)
         if config.strategy in form.FINE_TUNE_STRATEGIES and config.unfreeze:
             names = [b["block"] for b in arch["blocks"]]
             if config.unfreeze_unit == "blocks":
