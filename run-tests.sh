@@ -18,6 +18,7 @@ export TLS_FLOWERS_DIR="${TLS_FLOWERS_DIR:-../shared/datasets/flowers5}"
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/lint-imports  # the layering contract in pyproject.toml
 status=0
 .venv/bin/python -m pytest "$@" || status=$?
 # pytest's 5 means "no tests collected" (e.g. a -k that matches nothing): not a failure.

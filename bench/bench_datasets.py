@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402 - after the path and TF log setup above
 from PIL import Image  # noqa: E402
 
-from tlcore import demo_data  # noqa: E402
+from tlcore.data import demo_data  # noqa: E402
 
 IMPORT_IMAGES = 1_000
 IMPORT_SIDE = 256
@@ -85,8 +85,8 @@ def write_demo_jpegs(folder: Path, count: int, side: int) -> list[Path]:
 
 
 def bench_import(tmp_dir: Path) -> None:
-    from tlcore import datasets
-    from tlcore.workspace import open_workspace
+    from tlcore.data import datasets
+    from tlcore.store.workspace import open_workspace
 
     print(f"== Import: zip of {IMPORT_IMAGES:,} JPEGs ({IMPORT_SIDE}x{IMPORT_SIDE} px)")
     source = tmp_dir / "import-src"
@@ -163,7 +163,7 @@ def measure_pipeline_memory(list_file: Path) -> dict:
     """Runs in a subprocess: peak RSS growth over one pass of the pipeline."""
     import psutil
 
-    from tlcore import pipeline
+    from tlcore.data import pipeline
 
     paths = json.loads(list_file.read_text())
     items = [(p, i % 5) for i, p in enumerate(paths)]
@@ -221,7 +221,7 @@ def bench_throughput(tmp_dir: Path) -> None:
 def report_throughput(title: str, paths: list[str]) -> None:
     print(f"   {title}")
     for label, build in (
-        ("tlcore.pipeline (Pillow)", build_tlcore_pipeline),
+        ("tlcore.data.pipeline (Pillow)", build_tlcore_pipeline),
         ("raw tf.io.decode_image", build_raw_tf_pipeline),
     ):
         rates = [images_per_second(build(paths)) for _ in range(3)]  # first pass warms caches
@@ -229,7 +229,7 @@ def report_throughput(title: str, paths: list[str]) -> None:
 
 
 def build_tlcore_pipeline(paths: list[str]):
-    from tlcore import pipeline
+    from tlcore.data import pipeline
 
     items = [(p, 0) for p in paths]
     return pipeline.make_image_dataset(

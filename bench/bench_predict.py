@@ -7,7 +7,7 @@ Usage::
 
 For each backbone (MobileNetV2 and EfficientNetB0 at 224×224 by default; random weights,
 which do not change the speed) the model is saved as a finished run and loaded back the
-way the app loads it (`tlcore.predict.Predictor.for_run`, hash checked). Then, one image
+way the app loads it (`tlcore.serving.predict.Predictor.for_run`, hash checked). Then, one image
 at a time, after warm-up:
 
 * ``keras eager``: ``model(x, training=False)``, the raw Keras forward pass;
@@ -39,11 +39,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from tlcore import model_store, models, predict, runs  # noqa: E402
 from tlcore.config import RunConfig  # noqa: E402
 from tlcore.fileio import atomic_write_json  # noqa: E402
-from tlcore.train import CLASSES_FILE  # noqa: E402
-from tlcore.workspace import open_workspace  # noqa: E402
+from tlcore.model import model_store, models  # noqa: E402
+from tlcore.serving import predict  # noqa: E402
+from tlcore.store import runs  # noqa: E402
+from tlcore.store.run_layout import CLASSES_FILE  # noqa: E402
+from tlcore.store.workspace import open_workspace  # noqa: E402
 
 CLASSES = ["daisy", "dandelion", "rose", "sunflower", "tulip"]
 GOAL = 1.2

@@ -33,10 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tlcore import datasets, estimate, evaluate, jobs, presets, runs, stats, sweep  # noqa: E402
 from tlcore.config import RunConfig  # noqa: E402
-from tlcore.weights import imagenet_weights_status  # noqa: E402
-from tlcore.workspace import open_workspace  # noqa: E402
+from tlcore.data import datasets  # noqa: E402
+from tlcore.evaluation import compare, evaluate, stats  # noqa: E402
+from tlcore.model.weights import imagenet_weights_status  # noqa: E402
+from tlcore.store import jobs, runs  # noqa: E402
+from tlcore.store.workspace import open_workspace  # noqa: E402
+from tlcore.training import estimate, presets, sweep  # noqa: E402
 
 BACKBONES = (("MobileNet", 0.25), ("MobileNetV2", 0.35))
 RECIPES = ("recommended", "seeds", "teachable_machine")
@@ -142,7 +145,7 @@ def main() -> int:
             )
         best = rows["recommended"]
         for recipe in RECIPES[1:]:
-            comparison = evaluate.paired_comparison(best["_result"], rows[recipe]["_result"])
+            comparison = compare.paired_comparison(best["_result"], rows[recipe]["_result"])
             rows[recipe]["vs_recommended"] = comparison.to_dict()
             print(f"  recommended vs {recipe}: {comparison.wording('recommended', recipe)}")
         if not args.no_twin:
@@ -154,7 +157,7 @@ def main() -> int:
             twin_id = sweep.start_baseline(ws, best["run_id"])
             jobs.wait_for(ws, twin_id, timeout=RUN_TIMEOUT_S)
             twin = _row(ws, twin_id, time.perf_counter() - started, planned)
-            verdict = sweep.baseline_comparison(ws, best["run_id"])
+            verdict = compare.baseline_comparison(ws, best["run_id"])
             twin["verdict"], twin["reason"] = verdict.verdict, verdict.reason
             rows["from_scratch_twin"] = twin
             print(

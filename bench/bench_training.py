@@ -28,10 +28,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tlcore import callbacks, datasets, models, pipeline, runs, train  # noqa: E402
 from tlcore.config import RunConfig  # noqa: E402
-from tlcore.weights import imagenet_weights_status  # noqa: E402
-from tlcore.workspace import open_workspace  # noqa: E402
+from tlcore.data import datasets, pipeline  # noqa: E402
+from tlcore.model import models  # noqa: E402
+from tlcore.model.weights import imagenet_weights_status  # noqa: E402
+from tlcore.store import runs  # noqa: E402
+from tlcore.store.workspace import open_workspace  # noqa: E402
+from tlcore.training import callbacks, train  # noqa: E402
 
 
 def _run(ws, config: RunConfig) -> tuple[float, dict]:

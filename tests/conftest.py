@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlcore import runs
-from tlcore.workspace import open_workspace
+from tlcore.store import runs
+from tlcore.store.workspace import open_workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,7 +75,7 @@ def write_class_folders(root: Path, classes: dict[str, int], size: int = 24, see
 @pytest.fixture
 def tiny_dataset(ws, tmp_path):
     """A 3-class dataset of 24 px images imported into ``ws``; returns its name."""
-    from tlcore import datasets
+    from tlcore.data import datasets
 
     src = write_class_folders(tmp_path / "tiny", {"red": 20, "green": 20, "blue": 20})
     ds = datasets.import_folder(ws, src, name="tiny")

@@ -9,8 +9,8 @@ import zipfile
 
 import pytest
 
-from tlcore import archives
-from tlcore.archives import ArchiveError, ArchiveLimits, safe_extract_zip
+from tlcore.data import archives
+from tlcore.data.archives import ArchiveError, ArchiveLimits, safe_extract_zip
 
 
 def make_zip(path, entries, compression=zipfile.ZIP_DEFLATED):

@@ -1,4 +1,5 @@
-"""Tests for the backbone registry (tlcore.backbones) and weight sources (tlcore.weights).
+"""Tests for the backbone registry (tlcore.model.backbones) and weight sources
+(tlcore.model.weights).
 
 Offline and deterministic. The real ImageNet weights test uses the MobileNet v1
 alpha-0.25 file from ``$TLS_TEST_KERAS_HOME`` (default ``<repo>/../shared/keras_home``);
@@ -23,11 +24,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 from keras.src.utils import file_utils
 
-from tlcore import backbones, weights
-from tlcore.backbones import BACKBONES, Preprocess, get_backbone
 from tlcore.config import RunConfig
-from tlcore.models import build_model
-from tlcore.weights import (
+from tlcore.model import backbones, weights
+from tlcore.model.backbones import BACKBONES, Preprocess, get_backbone
+from tlcore.model.models import build_model
+from tlcore.model.weights import (
     WeightsMismatchError,
     WeightsUnavailableError,
     imagenet_weights_status,

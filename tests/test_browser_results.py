@@ -7,8 +7,9 @@ import pytest
 
 from tests.browser import streamlit_server, wait_for_app_idle
 from tests.conftest import tiny_config
-from tlcore import datasets, jobs
-from tlcore.workspace import open_workspace
+from tlcore.data import datasets
+from tlcore.store import jobs
+from tlcore.store.workspace import open_workspace
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

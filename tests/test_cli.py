@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT, tiny_config
-from tlcore import cli, runs
+from tlcore import cli
+from tlcore.store import runs
 
 SUBCOMMANDS = [
     [],

@@ -12,7 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO_ROOT, tiny_config, write_class_folders
-from tlcore import datasets, runs
+from tlcore.data import datasets
+from tlcore.store import runs
 
 # The first page to import TensorFlow in this process needs more than AppTest's 3 s.
 TIMEOUT_S = 180

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tlcore import datasets, demo_data
-from tlcore.datasets import DatasetError, ImportOptions
-from tlcore.workspace import open_workspace
+from tlcore.data import datasets, demo_data
+from tlcore.data.datasets import DatasetError, ImportOptions
+from tlcore.store.workspace import open_workspace
 
 # --- helpers: tiny images the tests make -------------------------------------------------
 
@@ -745,7 +745,7 @@ def test_delete_removes_the_folder_even_when_broken(ws, tmp_path):
 
 
 def test_workspace_index_is_told_about_imports_and_deletes(ws, tmp_path, monkeypatch):
-    from tlcore import index
+    from tlcore.store import index
 
     calls = []
     monkeypatch.setattr(index, "record_dataset", lambda w, m: calls.append(("record", m["id"])))

@@ -1,4 +1,4 @@
-"""Time estimates from this machine's measured speed (tlcore.estimate)."""
+"""Time estimates from this machine's measured speed (tlcore.training.estimate)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import tiny_config
-from tlcore import estimate
+from tlcore.training import estimate
 
 
 def _write_speed(ws, config, **changes):

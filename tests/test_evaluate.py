@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_config, write_class_folders
-from tlcore import cli, evaluate, runs, train
+from tlcore import cli
+from tlcore.evaluation import compare, evaluate, run_report
 from tlcore.fileio import atomic_write_json, read_json
-from tlcore.workspace import open_workspace
+from tlcore.store import runs
+from tlcore.store.workspace import open_workspace
+from tlcore.training import train
 
 
 def _train_in_process(ws, config):
@@ -29,7 +32,7 @@ def _train_in_process(ws, config):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A workspace with the 3-class tiny dataset and one finished, evaluated run."""
-    from tlcore import datasets
+    from tlcore.data import datasets
 
     root = tmp_path_factory.mktemp("evaluate")
     ws = open_workspace(root / "workspace")
@@ -69,7 +72,8 @@ def test_a_finished_run_is_evaluated_once_and_stored_beside_the_training_summary
 
 @pytest.mark.slow
 def test_stored_numbers_are_the_models_own_predictions(trained):
-    from tlcore import models, pipeline
+    from tlcore.data import pipeline
+    from tlcore.model import models
 
     ws, run_id, ds = trained
     result = evaluate.load_evaluation(ws, run_id)
@@ -116,7 +120,7 @@ def test_evaluating_again_reports_progress_and_replaces_the_stored_result(traine
 
 @pytest.mark.slow
 def test_a_dataset_with_a_subset_of_the_classes_is_a_new_test_set(trained, tmp_path):
-    from tlcore import datasets
+    from tlcore.data import datasets
 
     ws, run_id, _ = trained
     src = write_class_folders(tmp_path / "sub", {"red": 6, "green": 5}, seed=7)
@@ -138,7 +142,7 @@ def test_a_dataset_with_a_subset_of_the_classes_is_a_new_test_set(trained, tmp_p
 
 @pytest.mark.slow
 def test_a_dataset_with_unknown_classes_is_refused_by_name(trained, tmp_path):
-    from tlcore import datasets
+    from tlcore.data import datasets
 
     ws, run_id, _ = trained
     src = write_class_folders(tmp_path / "other", {"red": 5, "purple": 5}, seed=3)
@@ -157,7 +161,7 @@ def test_a_dataset_with_unknown_classes_is_refused_by_name(trained, tmp_path):
 def test_the_html_report_and_its_files_hold_the_numbers(trained, tmp_path):
     ws, run_id, _ = trained
     result = evaluate.load_evaluation(ws, run_id)
-    written = evaluate.export_report(ws, run_id, tmp_path / "out" / "tiny-report.html")
+    written = run_report.export_report(ws, run_id, tmp_path / "out" / "tiny-report.html")
     html = written["html"].read_text()
     assert f"{result.metrics.accuracy * 100:.1f}%" in html
     assert f"{result.metrics.macro_avg.f1:.3f}" in html
@@ -234,18 +238,18 @@ def test_comparing_runs_with_different_classes_is_refused_clearly(ws):
     a = _run_with_classes(ws, ["cat", "dog"])
     b = _run_with_classes(ws, ["cat", "dog", "fox"])
     with pytest.raises(ValueError, match="different classes") as info:
-        evaluate.compare_runs(ws, [a, b])
+        compare.compare_runs(ws, [a, b])
     assert f"only in {b}: 'fox'" in str(info.value)
 
 
 def test_comparing_runs_gives_one_row_each_with_cost(ws):
     a = _run_with_classes(ws, ["cat", "dog"], train_seconds=12.5, trainable_params=1000)
     b = _run_with_classes(ws, ["dog", "cat"], train_seconds=30.0, trainable_params=90000)
-    rows = evaluate.compare_runs(ws, [a, b])
+    rows = compare.compare_runs(ws, [a, b])
     assert [r["run_id"] for r in rows] == [a, b]
     assert rows[1]["trainable_params"] == 90000 and rows[0]["train_seconds"] == 12.5
     assert rows[0]["accuracy"] is None and rows[0]["evaluated_on"] is None  # not evaluated
-    assert [r.id for r in evaluate.comparable_runs(ws, a)] == [b]
+    assert [r.id for r in compare.comparable_runs(ws, a)] == [b]
 
 
 @pytest.mark.slow
@@ -264,7 +268,7 @@ def test_a_failing_evaluation_leaves_the_training_finished(ws, tiny_dataset, mon
 
 @pytest.mark.slow
 def test_without_a_test_split_the_validation_split_is_used_and_said(ws, tmp_path):
-    from tlcore import datasets
+    from tlcore.data import datasets
 
     src = write_class_folders(tmp_path / "notest", {"red": 10, "green": 10})
     options = datasets.ImportOptions(val_fraction=0.3, test_fraction=0.0)
@@ -286,7 +290,7 @@ def test_without_a_test_split_the_validation_split_is_used_and_said(ws, tmp_path
 def test_a_model_made_to_collapse_is_flagged_by_the_cli_and_the_run_summary(
     ws, tiny_dataset, capsys
 ):
-    from tlcore import model_store, models
+    from tlcore.model import model_store, models
 
     run_id = _train_in_process(ws, tiny_config(tiny_dataset, epochs=1))
     path = ws.run_dir(run_id) / runs.MODEL_FILE

@@ -14,8 +14,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO_ROOT, tiny_config
-from tlcore import datasets, evaluate, jobs, runs, stats, sweep, train
+from tlcore.data import datasets
+from tlcore.evaluation import compare, evaluate, stats
 from tlcore.fileio import atomic_write_json
+from tlcore.store import jobs, runs
+from tlcore.training import sweep, train
 
 TIMEOUT_S = 180
 PAGE = "views/evaluation.py"
@@ -153,7 +156,7 @@ def test_transfer_and_sweep_buttons_queue_runs(ws, tiny_dataset, fake_model, sch
     at = open_page(ws)
     next(b for b in at.button if b.label == "Train the from-scratch baseline").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    baseline = sweep.find_baseline(ws, run_id)
+    baseline = compare.find_baseline(ws, run_id)
     assert baseline is not None and baseline.config.strategy == "from_scratch"
     assert "queued" in _text(at)
 

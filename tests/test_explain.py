@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import tiny_config
-from tlcore import explain, models
+from tlcore.model import models
+from tlcore.serving import explain
 
 SIZE = 64
 SQUARE = 14

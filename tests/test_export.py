@@ -14,8 +14,13 @@ import pytest
 
 from tests.conftest import tiny_config, write_class_folders
 from tests.test_model_store import make_finished_run
-from tlcore import cli, datasets, export, model_store, predict, runs, train
-from tlcore.workspace import open_workspace
+from tlcore import cli
+from tlcore.data import datasets
+from tlcore.model import model_store
+from tlcore.serving import export, predict
+from tlcore.store import runs
+from tlcore.store.workspace import open_workspace
+from tlcore.training import train
 
 FLOAT_FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 

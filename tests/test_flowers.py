@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tlcore import datasets, evaluate, runs, sweep, train
 from tlcore.config import RunConfig
+from tlcore.data import datasets
+from tlcore.evaluation import evaluate
+from tlcore.store import runs
+from tlcore.training import sweep, train
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT = datasets.ImportOptions(val_fraction=0.15, test_fraction=0.25, seed=42, mode="index")

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import png_header_only
-from tlcore import images
-from tlcore.images import ImageError, ImageInfo, load_image, load_image_array, probe_image
+from tlcore.data import images
+from tlcore.data.images import ImageError, ImageInfo, load_image, load_image_array, probe_image
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tlcore.interpret import Interpretation, check_comparable, classes_compatible
+from tlcore.evaluation.interpret import Interpretation, check_comparable, classes_compatible
 
 CLASSES = ["cat", "dog", "fox"]
 Y = [0, 0, 0, 1, 1, 1, 2, 2]

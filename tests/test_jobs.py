@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.conftest import tiny_config
-from tlcore import jobs, runs
+from tlcore.store import jobs, runs
 
 RUN_TIMEOUT_S = 240
 

@@ -2,7 +2,7 @@
 
 import math
 
-from tlcore import kept_model
+from tlcore.training import kept_model
 
 
 def _row(epoch, **logs):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tlcore.metrics import (
+from tlcore.evaluation.metrics import (
     SKIP_NO_NEGATIVES,
     SKIP_NO_POSITIVES,
     EvaluationMetrics,

@@ -15,9 +15,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO_ROOT
-from tlcore import jobs, models, runs
 from tlcore.config import RunConfig
-from tlcore.weights import save_backbone_weights
+from tlcore.model import models
+from tlcore.model.weights import save_backbone_weights
+from tlcore.store import jobs, runs
 from ui import model_form as form
 
 TIMEOUT_S = 180

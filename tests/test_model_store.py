@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_config
-from tlcore import callbacks, model_store, runs
 from tlcore.fileio import atomic_write_json, read_json
-from tlcore.weights import WeightsMismatchError
+from tlcore.model import model_store
+from tlcore.model.weights import WeightsMismatchError
+from tlcore.store import runs
+from tlcore.training import callbacks
 
 CLASSES = ["red", "green", "blue"]
 
@@ -23,8 +25,8 @@ def make_finished_run(ws, dataset: str = "tiny", classes=CLASSES, **changes):
 
     Returns ``(run_id, model)``.
     """
-    from tlcore import models
-    from tlcore.train import CLASSES_FILE
+    from tlcore.model import models
+    from tlcore.store.run_layout import CLASSES_FILE
 
     config = tiny_config(dataset, **changes)
     record = runs.create_run(ws, config)
@@ -151,7 +153,7 @@ def test_a_full_h5_model_is_refused_unless_imported_as_weights(ws, tmp_path):
 
 def test_a_keras_archive_imported_as_weights_reads_only_its_weights(ws, tmp_path):
     run_id, _ = make_finished_run(ws)
-    from tlcore import models
+    from tlcore.model import models
 
     other = models.build_model(tiny_config("tiny", seed=7), 3)
     other.save(tmp_path / "other.keras")
@@ -169,7 +171,7 @@ def test_a_keras_archive_imported_as_weights_reads_only_its_weights(ws, tmp_path
 
 def test_a_weights_file_loads_into_the_runs_architecture(ws, tmp_path):
     run_id, _ = make_finished_run(ws)
-    from tlcore import models
+    from tlcore.model import models
 
     trained_elsewhere = models.build_model(tiny_config("tiny", seed=3), 3)
     trained_elsewhere.save_weights(tmp_path / "w.weights.h5")
@@ -182,7 +184,7 @@ def test_a_weights_file_loads_into_the_runs_architecture(ws, tmp_path):
 
 def test_weights_of_another_architecture_are_refused_by_name(ws, tmp_path):
     run_id, _ = make_finished_run(ws)
-    from tlcore import models
+    from tlcore.model import models
 
     bigger = models.build_model(tiny_config("tiny", dense_units=(16,)), 3)
     bigger.save_weights(tmp_path / "big.weights.h5")

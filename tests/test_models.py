@@ -1,4 +1,4 @@
-"""Tests for tlcore.models: building, freezing strategies, the feature fast path, saving.
+"""Tests for tlcore.model.models: building, freezing strategies, the feature fast path, saving.
 
 Offline and deterministic; tiny inputs (32-48 px) and the tiny SmallCNN where the
 architecture does not matter.
@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 
 from tlcore.config import RunConfig
-from tlcore.models import (
+from tlcore.model.models import (
     apply_phase,
     backbone_blocks,
     build_model,

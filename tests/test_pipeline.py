@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tlcore import images, pipeline
-from tlcore.datasets import DatasetItem
+from tlcore.data import images, pipeline
+from tlcore.data.datasets import DatasetItem
 
 
 def write_noise(path: Path, seed: int, size=(20, 14), mode="RGB", **save) -> Path:

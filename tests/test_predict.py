@@ -14,7 +14,11 @@ from PIL import Image
 
 from tests.conftest import png_header_only
 from tests.test_model_store import CLASSES, make_finished_run
-from tlcore import archives, cli, images, model_store, predict, runs
+from tlcore import cli
+from tlcore.data import archives, images
+from tlcore.model import model_store
+from tlcore.serving import predict
+from tlcore.store import runs
 
 
 @pytest.fixture

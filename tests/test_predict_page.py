@@ -12,7 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO_ROOT
 from tests.test_model_store import make_finished_run
-from tlcore import predict, runs
+from tlcore.serving import predict
+from tlcore.store import runs
 
 TIMEOUT_S = 120
 

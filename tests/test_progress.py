@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tlcore import runs
-from tlcore.progress import (
+from tlcore.store import runs
+from tlcore.training.progress import (
     ENDED,
     TRAINING,
     WAITING,
@@ -99,7 +99,7 @@ def test_eta_before_any_epoch_is_estimated_from_the_epoch_in_progress():
 
 
 def test_a_description_that_already_names_its_phase_is_not_repeated():
-    # tlcore.models.training_phases writes descriptions as "phase i of n: what trains".
+    # tlcore.model.models.training_phases writes descriptions as "phase i of n: what trains".
     events = [_phase(2, 2, "phase 2 of 2: fine-tuning the top 2 blocks of the backbone", 3)]
     progress = summarize_progress(events)
     assert progress.phase_text == "Phase 2 of 2: fine-tuning the top 2 blocks of the backbone"

@@ -1,12 +1,13 @@
 """The quick start: the demo dataset and a sensible run, never silent about weights."""
 
-from tlcore import quickstart, runs
+from tlcore.store import runs
+from tlcore.training import quickstart
 
 
 def test_prefers_cached_imagenet_weights(monkeypatch):
     cached = ("MobileNet", 0.25, 224)
     monkeypatch.setattr(
-        "tlcore.weights.imagenet_weights_status",
+        "tlcore.model.weights.imagenet_weights_status",
         lambda *key: type("Status", (), {"available": key == cached})(),
     )
     config, note = quickstart.choose_quick_config("demo", try_download=False)
@@ -24,7 +25,7 @@ def test_without_any_weights_it_says_it_trains_from_scratch(monkeypatch, tmp_pat
 
 def test_quick_start_imports_the_demo_and_queues_a_run(ws, monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
-    monkeypatch.setattr("tlcore.jobs.schedule", lambda ws: [])
+    monkeypatch.setattr("tlcore.store.jobs.schedule", lambda ws: [])
     monkeypatch.setattr(
         quickstart,
         "choose_quick_config",

@@ -11,9 +11,9 @@ import re
 import pytest
 from PIL import Image
 
-from tlcore.interpret import Interpretation
-from tlcore.metrics import compute_metrics
-from tlcore.report import (
+from tlcore.evaluation.interpret import Interpretation
+from tlcore.evaluation.metrics import compute_metrics
+from tlcore.evaluation.report import (
     CONFUSION_CSV,
     METRICS_JSON,
     PER_CLASS_CSV,

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from tlcore import index, runs
 from tlcore.config import RunConfig
+from tlcore.store import index, runs
 
 
 def _config(**changes):
@@ -86,7 +86,7 @@ def test_listing_uses_the_index_and_notices_changes(ws):
 def test_index_is_rebuilt_from_folders(ws):
     ids = {runs.create_run(ws, _config()).id for _ in range(3)}
     ws.index_path.unlink()
-    assert index.rebuild(ws) == (3, 0)
+    assert index.rebuild(ws, runs.index_rows(ws), []) == (3, 0)
     assert set(index.cached_runs(ws)) == ids
     assert {r.id for r in runs.list_runs(ws)} == ids
 

@@ -1,8 +1,8 @@
-"""Intervals, paired tests and collapse detection (tlcore.stats)."""
+"""Intervals, paired tests and collapse detection (tlcore.evaluation.stats)."""
 
 import pytest
 
-from tlcore import stats
+from tlcore.evaluation import stats
 
 
 def test_wilson_interval_matches_the_textbook_values():

@@ -7,7 +7,10 @@ import json
 import pytest
 
 from tests.conftest import tiny_config
-from tlcore import cli, jobs, runs, sweep
+from tlcore import cli
+from tlcore.evaluation import compare
+from tlcore.store import jobs, runs
+from tlcore.training import sweep
 
 RUN_TIMEOUT_S = 300
 
@@ -126,8 +129,8 @@ def _store_evaluation(ws, run_id, truth, predicted, *, val_truth=(), val_predict
     """A stored evaluation of ``run_id`` whose model predicted ``predicted`` per image."""
     import numpy as np
 
-    from tlcore import evaluate
-    from tlcore.metrics import compute_metrics
+    from tlcore.evaluation import evaluate
+    from tlcore.evaluation.metrics import compute_metrics
 
     classes = ["a", "b"]
 
@@ -153,27 +156,27 @@ def _store_evaluation(ws, run_id, truth, predicted, *, val_truth=(), val_predict
 
 def test_baseline_verdict_follows_a_paired_test_on_the_test_images(ws, no_workers):
     original = runs.create_run(ws, tiny_config("tiny", strategy="feature_extraction")).id
-    assert sweep.baseline_comparison(ws, original) is None
+    assert compare.baseline_comparison(ws, original) is None
     baseline_id = sweep.start_baseline(ws, original)
     _finish(ws, original, train_seconds=10.0)
-    waiting = sweep.baseline_comparison(ws, original)
+    waiting = compare.baseline_comparison(ws, original)
     assert waiting.verdict == "inconclusive" and "queued" in waiting.reason
     _finish(ws, baseline_id, train_seconds=40.0)
-    unevaluated = sweep.baseline_comparison(ws, original)
+    unevaluated = compare.baseline_comparison(ws, original)
     assert unevaluated.verdict == "inconclusive" and "evaluat" in unevaluated.reason
 
     truth = [0] * 20 + [1] * 20
     _store_evaluation(ws, original, truth, truth)  # 40 of 40
     twin = [0] * 20 + [1] * 8 + [0] * 12  # 28 of 40: wrong on 12 the run gets right
     _store_evaluation(ws, baseline_id, truth, twin)
-    verdict = sweep.baseline_comparison(ws, original)
+    verdict = compare.baseline_comparison(ws, original)
     assert verdict.verdict == "transfer_helped" and verdict.ready
     assert verdict.p_value == pytest.approx(2 / 2**12)
     assert verdict.reason.startswith("Yes: pretrained is better (p < 0.001; 12 of 40")
     assert verdict.to_dict()["twin_run_id"] == baseline_id
 
     _store_evaluation(ws, baseline_id, truth, [*truth[:38], 0, 0])  # 2 images differ
-    close = sweep.baseline_comparison(ws, original)
+    close = compare.baseline_comparison(ws, original)
     assert close.verdict == "no_clear_difference" and "2 of 40 images differ" in close.reason
 
 
@@ -185,7 +188,7 @@ def test_a_twin_that_predicts_one_class_makes_the_verdict_inconclusive(ws, no_wo
     truth = [0] * 20 + [1] * 20
     _store_evaluation(ws, original, truth, truth)
     _store_evaluation(ws, baseline_id, truth, [0] * 40)  # collapsed: 50%, all class "a"
-    verdict = sweep.baseline_comparison(ws, original)
+    verdict = compare.baseline_comparison(ws, original)
     assert verdict.verdict == "inconclusive" and verdict.p_value is not None
     assert "the from-scratch twin did not learn" in verdict.reason
     assert "predicts 'a' for 100%" in verdict.reason

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from tests.conftest import tiny_config
-from tlcore import callbacks, jobs, runs, train
 from tlcore.fileio import StorageError
+from tlcore.store import jobs, runs
+from tlcore.training import callbacks, train
 
 RUN_TIMEOUT_S = 300
 
@@ -45,7 +46,8 @@ def test_frozen_backbone_trains_the_head_on_cached_features_and_reuses_them(ws, 
     assert all(e["reused"] for e in _events(ws, second, "features_ready"))
 
     # The saved model is the whole model: it takes raw images.
-    from tlcore import datasets, models, pipeline
+    from tlcore.data import datasets, pipeline
+    from tlcore.model import models
 
     model = models.load_model(ws.run_dir(first) / "model.keras")
     assert model.input_shape == (None, 32, 32, 3)
@@ -127,7 +129,7 @@ def test_checkpoint_holds_quick_improvements_and_writes_the_best_at_the_end(tmp_
     import keras
     import numpy as np
 
-    from tlcore import model_store
+    from tlcore.model import model_store
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     path = tmp_path / "model.keras"
@@ -169,7 +171,7 @@ def test_missing_weights_run_is_refused_clearly(ws):
 
 @pytest.mark.slow
 def test_transfer_from_an_earlier_run_checks_its_model_and_keeps_a_copy(ws, tiny_dataset):
-    from tlcore import model_store
+    from tlcore.model import model_store
 
     source_id, _ = _train_in_process(ws, tiny_config(tiny_dataset, epochs=1))
     runs.set_state(ws, source_id, "finished")
@@ -187,11 +189,12 @@ def test_transfer_from_an_earlier_run_checks_its_model_and_keeps_a_copy(ws, tiny
 
 @pytest.mark.slow
 def test_every_figure_of_a_run_is_the_kept_epochs(ws, tiny_dataset):
-    from tlcore import evaluate, kept_model
+    from tlcore.evaluation import evaluate
+    from tlcore.training import kept_model
 
     config = tiny_config(tiny_dataset, epochs=5, learning_rate=3e-3)
     run_id, result = _train_in_process(ws, config)
-    history = train.epoch_history(ws.run_dir(run_id))
+    history = runs.epoch_history(ws.run_dir(run_id))
     kept = kept_model.kept_epoch(history)
     summary = result.summary
     assert summary["kept_epoch"] == kept["epoch"]
@@ -210,7 +213,7 @@ def test_every_figure_of_a_run_is_the_kept_epochs(ws, tiny_dataset):
 
 @pytest.mark.slow
 def test_the_recommended_recipe_chooses_its_head_by_cross_validation(ws, tiny_dataset):
-    from tlcore import evaluate
+    from tlcore.evaluation import evaluate
 
     config = tiny_config(tiny_dataset, strategy="feature_extraction", head_search=True)
     assert config.searches_head
@@ -233,7 +236,7 @@ def test_the_recommended_recipe_chooses_its_head_by_cross_validation(ws, tiny_da
 def test_head_search_folds_standardisation_into_an_exact_dense_layer():
     import numpy as np
 
-    from tlcore import head_search
+    from tlcore.training import head_search
 
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 3, (3, 8))
@@ -252,7 +255,7 @@ def test_head_search_folds_standardisation_into_an_exact_dense_layer():
 def test_head_search_handles_two_classes_and_too_few_images():
     import numpy as np
 
-    from tlcore import head_search
+    from tlcore.training import head_search
 
     rng = np.random.default_rng(2)
     y = np.array([0] * 3 + [1] * 17)

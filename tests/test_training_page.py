@@ -14,15 +14,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO_ROOT
-from tlcore import jobs, runs
 from tlcore.config import RunConfig
-from tlcore.progress import EpochRow
+from tlcore.store import jobs, runs
+from tlcore.training.progress import EpochRow
 from ui.charts import training_curve_figure
 
 TIMEOUT_S = 120
 PAGE = "views/training.py"
 
-# Descriptions as tlcore.models.training_phases writes them.
+# Descriptions as tlcore.model.models.training_phases writes them.
 PHASES = [
     ("phase 1 of 2: training the head on a frozen backbone", 2),
     ("phase 2 of 2: fine-tuning the top 2 blocks of the backbone at learning rate 1e-05", 2),

@@ -1,7 +1,7 @@
 import pytest
 
 from tlcore.fileio import StorageError
-from tlcore.workspace import open_workspace, resolve_workspace_path
+from tlcore.store.workspace import open_workspace, resolve_workspace_path
 
 
 def test_workspace_from_env_and_argument(tmp_path, monkeypatch):

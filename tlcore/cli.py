@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from tlcore import jobs, presets, runs, stats
 from tlcore.config import RunConfig, apply_overrides
+from tlcore.evaluation import stats
 from tlcore.fileio import StorageError, read_json
-from tlcore.progress import format_duration, summarize_progress
-from tlcore.workspace import open_workspace
+from tlcore.store import jobs, runs
+from tlcore.store.workspace import open_workspace
+from tlcore.training import presets
+from tlcore.training.progress import format_duration, summarize_progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -41,26 +43,6 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def _fmt_metric(value) -> str:
     return "" if value is None else f"{value:.3f}"
-
-
-def run_row(record: runs.RunRecord) -> dict:
-    """A run as a flat row for tables (the CLI's and the Home page's)."""
-    cfg, st = record.config, record.status
-    summary = st.summary if st else {}
-    return {
-        "id": record.id,
-        "name": cfg.name if cfg else "",
-        "state": record.state,
-        "dataset": cfg.dataset if cfg else "",
-        "backbone": cfg.backbone if cfg else "",
-        "strategy": cfg.strategy if cfg else "",
-        "val_accuracy": summary.get("val_accuracy"),
-        "test_accuracy": summary.get("test_accuracy"),
-        "kept_epoch": summary.get("kept_epoch"),
-        "epochs": summary.get("epochs_completed"),
-        "created": st.created_at if st else "",
-        "problem": record.problem or (st.error if st else "") or "",
-    }
 
 
 # -- progress bar for foreground training -------------------------------------------
@@ -168,7 +150,7 @@ def cmd_train(args, ws) -> int:
 
 def _check_dataset_exists(ws, name: str) -> None:
     try:
-        from tlcore import datasets
+        from tlcore.data import datasets
     except ImportError:  # pragma: no cover - datasets is part of the package
         return
     try:
@@ -179,7 +161,7 @@ def _check_dataset_exists(ws, name: str) -> None:
 
 def cmd_runs(args, ws) -> int:
     if args.runs_cmd == "list":
-        rows = [run_row(r) for r in runs.list_runs(ws)]
+        rows = [runs.run_row(r) for r in runs.list_runs(ws)]
         if args.json:
             _print_json(rows)
         elif not rows:
@@ -195,9 +177,10 @@ def cmd_runs(args, ws) -> int:
             )
         return EXIT_OK
     if args.runs_cmd == "rebuild-index":
-        from tlcore import index
+        from tlcore.data import datasets
+        from tlcore.store import index
 
-        n_runs, n_datasets = index.rebuild(ws)
+        n_runs, n_datasets = index.rebuild(ws, runs.index_rows(ws), datasets.manifests(ws))
         _print_json({"runs": n_runs, "datasets": n_datasets})
         return EXIT_OK
     record = runs.read_run(ws, args.run_id)
@@ -235,7 +218,7 @@ def cmd_runs(args, ws) -> int:
 
 
 def cmd_datasets(args, ws) -> int:
-    from tlcore import datasets
+    from tlcore.data import datasets
 
     if args.datasets_cmd == "list":
         items = datasets.list_datasets(ws)
@@ -325,7 +308,7 @@ def _stderr_progress(label: str):
 
 # -- evaluation, sweeps and baselines ---------------------------------------------------
 def cmd_evaluate(args, ws) -> int:
-    from tlcore import evaluate
+    from tlcore.evaluation import evaluate, run_report
 
     progress = None if args.json else _stderr_progress("Evaluating")
     if args.fresh:
@@ -338,7 +321,9 @@ def cmd_evaluate(args, ws) -> int:
         print(file=sys.stderr)
     written = {}
     if args.report:
-        written = evaluate.export_report(ws, args.run_id, args.report, dataset_id=result.dataset_id)
+        written = run_report.export_report(
+            ws, args.run_id, args.report, dataset_id=result.dataset_id
+        )
     if args.json:
         data = json.loads(evaluate.summary_json(result))
         data["report"] = {k: str(v) for k, v in written.items()} or None
@@ -367,7 +352,7 @@ def cmd_evaluate(args, ws) -> int:
 
 
 def cmd_sweep(args, ws) -> int:
-    from tlcore import sweep
+    from tlcore.training import sweep
 
     if args.results:
         results = sweep.sweep_results(ws, args.results)
@@ -415,7 +400,8 @@ def _sweep_json(results) -> dict:
 
 
 def cmd_baseline(args, ws) -> int:
-    from tlcore import sweep
+    from tlcore.evaluation import compare
+    from tlcore.training import sweep
 
     baseline_id = sweep.start_baseline(ws, args.run_id)
     if not args.wait:
@@ -424,7 +410,7 @@ def cmd_baseline(args, ws) -> int:
     print(f"Baseline {baseline_id} queued; waiting for it.", file=sys.stderr)
     jobs.wait_for(ws, args.run_id)
     jobs.wait_for(ws, baseline_id)
-    verdict = sweep.baseline_comparison(ws, args.run_id)
+    verdict = compare.baseline_comparison(ws, args.run_id)
     if verdict is None:
         _print_json(
             {
@@ -446,7 +432,8 @@ def cmd_baseline(args, ws) -> int:
 def cmd_predict(args, ws) -> int:
     import zipfile
 
-    from tlcore import fileio, predict
+    from tlcore import fileio
+    from tlcore.serving import predict
 
     predictor = predict.Predictor.for_run(ws, args.run_id)
     results: list = []
@@ -488,7 +475,7 @@ def cmd_predict(args, ws) -> int:
 
 
 def cmd_export(args, ws) -> int:
-    from tlcore import export
+    from tlcore.serving import export
 
     formats = [f.strip() for item in (args.format or ["keras"]) for f in item.split(",")]
     formats = export.check_formats([f for f in formats if f])
@@ -521,7 +508,7 @@ def cmd_export(args, ws) -> int:
 
 
 def cmd_calibrate(args, ws) -> int:
-    from tlcore import estimate
+    from tlcore.training import estimate
 
     try:
         config = RunConfig(
@@ -531,7 +518,7 @@ def cmd_calibrate(args, ws) -> int:
             image_size=args.image_size,
             batch_size=args.batch_size,
         )
-        from tlcore.models import validate_model_config
+        from tlcore.model.models import validate_model_config
 
         validate_model_config(config)
     except ValueError as exc:

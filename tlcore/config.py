@@ -95,7 +95,7 @@ class RunConfig:
     fusion_stages: int = 1  # >1: pooled features of the last N backbone stages concatenated
     # Recommended recipe: with a frozen backbone and a linear head, choose the head's L2
     # strength by k-fold cross-validation on cached features (flips added in feature
-    # space) and refit it on train + val (tlcore.head_search) instead of epochs of SGD.
+    # space) and refit it on train + val (tlcore.training.head_search) instead of epochs of SGD.
     head_search: bool = True
     # Freezing
     strategy: str = "feature_extraction"

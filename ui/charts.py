@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from tlcore.progress import EpochRow
+from tlcore.training.progress import EpochRow
 
 TRAIN_COLOR = "#1C6DD0"
 VAL_COLOR = "#F08C00"
@@ -41,7 +41,7 @@ def training_curve_figure(
     """Training and validation curves of one metric, per epoch, with phases marked.
 
     Args:
-        history: completed epochs in order (`tlcore.progress.RunProgress.history`).
+        history: completed epochs in order (`tlcore.training.progress.RunProgress.history`).
         metric: ``"loss"`` or ``"accuracy"``.
         total_epochs: the run's planned epochs; the x axis spans them so that a run in
             progress shows how far it still has to go. 0 fits the axis to the data.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tlcore import jobs
 from tlcore.fileio import StorageError
-from tlcore.workspace import Workspace, open_workspace, resolve_workspace_path
+from tlcore.store import jobs
+from tlcore.store.workspace import Workspace, open_workspace, resolve_workspace_path
 
 # The page scripts live in views/, not pages/: with a pages/ folder beside app.py,
 # Streamlit runs its legacy folder navigation for the first deep link after a server start

@@ -1,6 +1,6 @@
 """The Dataset page's pieces: summary, validation report, charts and the thumbnail grid.
 
-Everything here reads a finished `tlcore.datasets.Dataset` (its manifest, ``report.json``
+Everything here reads a finished `tlcore.data.datasets.Dataset` (its manifest, ``report.json``
 and ``items.jsonl``) and draws it; nothing imports or changes a dataset. The figure builders
 are plain functions from data to a Plotly figure, like `ui.charts`.
 """
@@ -19,8 +19,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image, ImageOps
 
-from tlcore.datasets import KERAS_DATASETS, SPLITS, Dataset, DatasetError
-from tlcore.images import ImageError, load_image
+from tlcore.data.datasets import KERAS_DATASETS, SPLITS, Dataset, DatasetError
+from tlcore.data.images import ImageError, load_image
 from ui.charts import CHART_CONFIG, GRID_COLOR, TRAIN_COLOR, VAL_COLOR
 
 TEST_COLOR = "#2F9E44"

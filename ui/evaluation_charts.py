@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from tlcore.metrics import Calibration, Curve, EvaluationMetrics
+from tlcore.evaluation.metrics import Calibration, Curve, EvaluationMetrics
 from ui.charts import GRID_COLOR, add_empty_note
 
 PALETTE = (

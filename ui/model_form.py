@@ -25,8 +25,6 @@ from typing import Any
 
 import streamlit as st
 
-from tlcore import kept_model, presets
-from tlcore.backbones import BACKBONES, BackboneSpec, get_backbone
 from tlcore.config import (
     ACTIVATIONS,
     DISTRIBUTIONS,
@@ -41,8 +39,10 @@ from tlcore.config import (
     RunConfig,
 )
 from tlcore.fileio import atomic_write_bytes
-from tlcore.weights import imagenet_weights_status
-from tlcore.workspace import Workspace
+from tlcore.model.backbones import BACKBONES, BackboneSpec, get_backbone
+from tlcore.model.weights import imagenet_weights_status
+from tlcore.store.workspace import Workspace
+from tlcore.training import kept_model, presets
 
 RUN_CONFIG_KEY = "run_config"  # the last valid config; other pages may put one here to prefill
 APPLIED_KEY = "_mf_applied"  # the config the widgets were last seeded from or produced
@@ -609,7 +609,7 @@ def _backbone_facts(spec: BackboneSpec, alpha: float = 1.0) -> None:
 def _weights_overview_table() -> None:
     import pandas as pd
 
-    from tlcore.weights import keras_home
+    from tlcore.model.weights import keras_home
 
     table = pd.DataFrame(weights_overview())
     st.dataframe(
@@ -798,7 +798,7 @@ def _on_recipe_change() -> None:
 
 
 def recipe_picker() -> None:
-    """Named recipes (`tlcore.presets`): one choice sets the head, optimiser and epochs."""
+    """Named recipes (`tlcore.training.presets`): one choice sets the head, optimiser and epochs."""
     state = st.session_state
     state[RECIPE] = _current_recipe(state)
     options = [*presets.PRESETS, CUSTOM_RECIPE]

@@ -2,7 +2,7 @@
 
 The page is a list of the workspace's datasets beside the one selected (``?dataset=<id>``,
 remembered in ``st.session_state["dataset"]`` for the other pages). Imports run in
-this script with a progress bar; the core (`tlcore.datasets`) stages every import in a
+this script with a progress bar; the core (`tlcore.data.datasets`) stages every import in a
 hidden folder and renames it into place at the end, so a failed import leaves nothing
 behind. After an import the page reruns with the new dataset selected and a flash message.
 """
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from tlcore import datasets, runs
-from tlcore.archives import ArchiveError
-from tlcore.datasets import Dataset, DatasetError, DatasetSummary, ImportOptions
+from tlcore.data import datasets
+from tlcore.data.archives import ArchiveError
+from tlcore.data.datasets import Dataset, DatasetError, DatasetSummary, ImportOptions
 from tlcore.fileio import StorageError
+from tlcore.store import runs
 from ui import dataset_view as view
 from ui.common import (
     PAGES,

@@ -1,10 +1,10 @@
 """Evaluation: how good a finished run is, where it goes wrong, and how it compares.
 
 Everything shown here is read from the evaluation a run stores as it finishes
-(`tlcore.evaluate`), so the page opens without loading TensorFlow; only "Evaluate now"
+(`tlcore.evaluation.evaluate`), so the page opens without loading TensorFlow; only "Evaluate now"
 (a run that finished before evaluations were stored, or another dataset) predicts, in this
 process, with a progress bar. The baseline and the strategy sweep queue ordinary runs
-(`tlcore.sweep`) and show their comparison as they finish.
+(`tlcore.training.sweep`) and show their comparison as they finish.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import io
 
 import streamlit as st
 
-from tlcore import evaluate, kept_model, runs, stats, sweep
-from tlcore.images import ImageError, load_image
-from tlcore.interpret import Interpretation
-from tlcore.progress import (
+from tlcore.data.images import ImageError, load_image
+from tlcore.evaluation import evaluate, run_report, stats
+from tlcore.evaluation.interpret import Interpretation
+from tlcore.store import runs
+from tlcore.training import kept_model, sweep
+from tlcore.training.progress import (
     STRATEGY_LABELS,
     format_ago,
     format_duration,
@@ -249,7 +251,7 @@ def _downloads(record: runs.RunRecord, result: evaluate.EvaluationResult | None)
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _report_html(run_id: str, dataset_id: str, created_at: str) -> str:
-    return evaluate.render_report(ws, run_id, dataset_id)
+    return run_report.render_report(ws, run_id, dataset_id)
 
 
 # -- evaluate now --------------------------------------------------------------------
@@ -669,7 +671,7 @@ def _transfer_section(record: runs.RunRecord) -> None:
             "that starts from pretrained weights below."
         )
         return
-    verdict = sweep.baseline_comparison(ws, record.id)
+    verdict = compare.baseline_comparison(ws, record.id)
     if verdict is None:
         st.markdown(
             "Train the same network on the same images from random weights, with the "
@@ -840,7 +842,7 @@ def _sweep_results(results: sweep.SweepResults) -> None:
 def _compare_section(record: runs.RunRecord) -> None:
     st.markdown("#### :material/compare_arrows: Compare runs")
     try:
-        others = evaluate.comparable_runs(ws, record.id)
+        others = compare.comparable_runs(ws, record.id)
     except (evaluate.EvaluationError, OSError, ValueError) as exc:
         st.caption(f"Runs cannot be compared: {exc}")
         return
@@ -866,7 +868,7 @@ def _compare_section(record: runs.RunRecord) -> None:
             "cannot be compared with this one."
         )
     try:
-        rows = evaluate.compare_runs(ws, [record.id, *chosen])
+        rows = compare.compare_runs(ws, [record.id, *chosen])
     except ValueError as exc:
         st.error(str(exc), icon=":material/error:")
         return
@@ -915,13 +917,13 @@ def _compare_section(record: runs.RunRecord) -> None:
 
 
 def _compare(record: runs.RunRecord) -> None:
-    baseline = sweep.find_baseline(ws, record.id)
+    baseline = compare.find_baseline(ws, record.id)
     waiting = baseline is not None and baseline.state in runs.ACTIVE_STATES
 
     @st.fragment(run_every=SWEEP_REFRESH_S if waiting else None)
     def transfer() -> None:
         _transfer_section(record)
-        now = sweep.find_baseline(ws, record.id)
+        now = compare.find_baseline(ws, record.id)
         if waiting and now is not None and now.state not in runs.ACTIVE_STATES:
             st.rerun()  # the baseline ended: stop polling
 

@@ -3,11 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from tlcore import runs
-from tlcore.cli import run_row
-from tlcore.progress import strategy_label
-from tlcore.quickstart import quick_start
-from tlcore.system import system_info
+from tlcore.store import runs
+from tlcore.store.system import system_info
+from tlcore.training.progress import strategy_label
+from tlcore.training.quickstart import quick_start
 from ui.common import PAGES, empty_state, human_bytes, page_header, workspace
 
 ws = workspace()
@@ -52,7 +51,7 @@ def _quick_start_card() -> None:
 
 def _runs_table(records: list[runs.RunRecord]) -> None:
     """The runs, newest first; choosing a row offers to open it on the page that fits it."""
-    rows = [run_row(r) for r in records]
+    rows = [runs.run_row(r) for r in records]
     table = pd.DataFrame(
         {
             "Run": [row["name"] or row["id"] for row in rows],
@@ -124,7 +123,11 @@ def _runs_table(records: list[runs.RunRecord]) -> None:
 
 def _system_panel() -> None:
     info = _system(str(ws.root))
-    devices = ", ".join(d["name"].split("device:")[-1] for d in info["devices"])
+    devices = (
+        ", ".join(d["name"].split("device:")[-1] for d in info["devices"])
+        if info["devices"] is not None
+        else "devices shown after the first training run"
+    )
     compute = (
         f"{info['gpu_count']} GPU(s)"
         if info["gpu_count"]

@@ -17,11 +17,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from tlcore import datasets, estimate, jobs, models, runs
 from tlcore.config import RunConfig
+from tlcore.data import datasets
 from tlcore.fileio import StorageError
-from tlcore.progress import format_duration, strategy_label
-from tlcore.weights import WeightsMismatchError, imagenet_weights_status
+from tlcore.model import models
+from tlcore.model.weights import WeightsMismatchError, imagenet_weights_status
+from tlcore.store import jobs, runs
+from tlcore.training import estimate
+from tlcore.training.progress import format_duration, strategy_label
 from ui import model_form as form
 from ui.charts import CHART_CONFIG, GRID_COLOR, TRAIN_COLOR, VAL_COLOR
 from ui.common import PAGES, empty_state, fact_tile, page_header, workspace

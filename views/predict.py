@@ -1,7 +1,7 @@
 """Predict: classify new images with a finished run's model, see where it looked, export it.
 
 The model is loaded once per run and model hash (``st.cache_resource``, shared by every
-session) after `tlcore.model_store` has checked the file against the hash recorded when
+session) after `tlcore.model.model_store` has checked the file against the hash recorded when
 training saved it. Predictions, Grad-CAM overlays and batch results are kept in the
 session, so moving a widget does not redo work.
 """
@@ -15,10 +15,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from tlcore import archives, export, images, kept_model, model_store, predict, runs
+from tlcore.data import archives, images
 from tlcore.fileio import StorageError
-from tlcore.weights import WeightsMismatchError
-from tlcore.workspace import Workspace
+from tlcore.model import model_store
+from tlcore.model.weights import WeightsMismatchError
+from tlcore.serving import export, predict
+from tlcore.store import runs
+from tlcore.store.workspace import Workspace
+from tlcore.training import kept_model
 from ui.charts import CHART_CONFIG
 from ui.common import empty_state, human_bytes, page_header, workspace
 from ui.predict_charts import class_counts_figure, top_k_figure
@@ -180,7 +184,7 @@ def _heatmap(predictor, model_id: str, source_id: str, name: str, data: bytes, c
     cache = st.session_state.setdefault(f"{KEY}heatmaps", {})
     key = (model_id, source_id, class_index)
     if key not in cache:
-        from tlcore.explain import overlay_heatmap
+        from tlcore.serving.explain import overlay_heatmap
 
         pixels = predictor.load_pixels(data, name)
         result = predictor.explain(pixels, class_index)

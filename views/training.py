@@ -1,6 +1,6 @@
 """Training: the queue, the selected run's live progress and curves, stop and resume.
 
-Runs train in their own process (`tlcore.jobs`); this page only reads their folders. Two
+Runs train in their own process (`tlcore.store.jobs`); this page only reads their folders. Two
 fragments poll while something is active: the queue every few seconds and the selected run's
 live area every 1.5 s. A fragment's ``run_every`` is fixed when the page runs in full, so when
 a run's state changes the fragment asks for a full rerun, which redraws the header and turns
@@ -13,9 +13,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from tlcore import jobs, kept_model, runs, stats
+from tlcore.evaluation import stats
 from tlcore.fileio import StorageError
-from tlcore.progress import (
+from tlcore.store import jobs, runs
+from tlcore.training import kept_model
+from tlcore.training.progress import (
     ENDED,
     TRAINING,
     WAITING,

@@ -1,0 +1,1 @@
+"""Images in: decoding, archives, dataset import, checks and reports, the input pipeline."""

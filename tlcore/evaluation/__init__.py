@@ -1,0 +1,2 @@
+"""Measuring models: metrics, intervals and paired tests, stored evaluations, reports,
+comparisons."""

@@ -1,0 +1,743 @@
+"""Evaluating a run: its saved model on held-out images, stored so the page opens instantly.
+
+`evaluate_run` loads a run's best model (``model.keras``, its hash checked by
+`tlcore.model.model_store`, deserialized in safe mode), streams a split of a
+dataset through the same tf.data pipeline training used (batch by batch, never the whole
+set in memory), and stores what it found under ``<run>/evaluation/<dataset_id>/``::
+
+    evaluation.json        what was evaluated (dataset, split, note, model file stamp) and
+                           the headline numbers; written last, so it marks a complete folder
+    metrics.json           `tlcore.evaluation.metrics.EvaluationMetrics`
+                           (via `report.write_metrics_files`)
+    per_class.csv          precision, recall, F1, support, AUCs per class
+    confusion_matrix.csv   rows = true class, columns = predicted class
+    predictions.npz        paths, true labels and every probability, for drill-down
+    interpretation.json    the worst errors and the most confused pairs
+    validation/            the same files for the validation split (own dataset only)
+
+The run folder's own ``metrics.json`` is the training summary and is never touched.
+
+Which images: on the run's own dataset, its test split, or its validation split when the
+dataset has no test split (saying so: those numbers are optimistic, since the validation
+split chose the best epoch). On another imported dataset, every image of it, provided its
+classes are the run's or a subset (`tlcore.evaluation.interpret.classes_compatible`).
+
+`train.train_run` calls `evaluate_run` as a run finishes, so most runs are evaluated once,
+in the training process. TensorFlow is imported only inside the functions that predict,
+so pages that only read stored evaluations do not load it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tlcore.evaluation import stats
+from tlcore.evaluation.interpret import Interpretation, classes_compatible
+from tlcore.evaluation.metrics import EvaluationMetrics, compute_metrics
+from tlcore.evaluation.report import (
+    CONFUSION_CSV,
+    METRICS_JSON,
+    PER_CLASS_CSV,
+    read_metrics_file,
+    write_metrics_files,
+)
+from tlcore.fileio import atomic_write_bytes, atomic_write_json, read_json
+from tlcore.store import run_layout, runs
+from tlcore.store.run_layout import EVALUATION_DIR
+from tlcore.store.workspace import Workspace
+
+MANIFEST_FILE = "evaluation.json"
+PREDICTIONS_FILE = "predictions.npz"
+INTERPRETATION_FILE = "interpretation.json"
+VALIDATION_DIR = "validation"
+FORMAT_VERSION = 1
+PREDICT_BATCH_SIZE = 64  # inference needs no gradients: larger batches than training are fine
+STORED_TOP_LOSSES = 48
+REPORT_WORST_ERRORS = 12
+ALL_SPLITS = "all"
+
+Progress = Callable[[float, str], None]  # (fraction 0..1, message), as tlcore.data.datasets uses
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot be done, with what to do about it."""
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """One stored evaluation of a run on one dataset.
+
+    Attributes:
+        run_id: the evaluated run.
+        dataset_id: the dataset evaluated on (its folder name).
+        dataset_name: its display name.
+        own_dataset: True when it is the dataset the run trained on.
+        split: ``"test"``, ``"val"`` or ``"all"`` (every image of another dataset).
+        note: a sentence to show with the numbers (e.g. why the validation split was used),
+            or ``""``.
+        metrics: the `EvaluationMetrics` of ``split``.
+        validation: the metrics of the validation split when ``split`` is the test split of
+            the run's own dataset, else None.
+        folder: ``<run>/evaluation/<dataset_id>``.
+        created_at: when it was computed (ISO, UTC).
+        seconds: how long predicting and measuring took.
+        class_names: the model's classes, in its output order.
+        model_stamp: size and modification time of the model file evaluated.
+    """
+
+    run_id: str
+    dataset_id: str
+    dataset_name: str
+    own_dataset: bool
+    split: str
+    note: str
+    metrics: EvaluationMetrics
+    validation: EvaluationMetrics | None
+    folder: Path
+    created_at: str
+    seconds: float
+    class_names: tuple[str, ...]
+    model_stamp: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def split_label(self) -> str:
+        """``"test split"``, ``"validation split"`` or ``"all images"``, for captions."""
+        return SPLIT_LABELS.get(self.split, self.split)
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers, flat (`EvaluationMetrics.summary`)."""
+        return self.metrics.summary()
+
+    @property
+    def absent_classes(self) -> list[str]:
+        """The model's classes with no image in the evaluated set (another dataset's subset)."""
+        return [c.name for c in self.metrics.per_class if c.support == 0]
+
+    @property
+    def present_macro_f1(self) -> float:
+        """Macro F1 over the classes that have images here.
+
+        Equals ``metrics.macro_avg.f1`` when every class has images; on a dataset with a
+        subset of the classes, the absent ones (whose recall and F1 are 0 by convention) are
+        left out rather than dragging the average down.
+        """
+        present = [c.f1 for c in self.metrics.per_class if c.support > 0]
+        return float(np.mean(present)) if present else 0.0
+
+    def interpretation(self, *, validation: bool = False) -> Interpretation:
+        """The per-item view (top losses, confusion-matrix cells) from ``predictions.npz``.
+
+        Args:
+            validation: default False, the evaluated split; True for the validation split.
+
+        Raises:
+            EvaluationError: the predictions file is missing or damaged.
+        """
+        folder = self.folder / VALIDATION_DIR if validation else self.folder
+        paths, y_true, probs = read_predictions(folder)
+        return Interpretation(y_true, probs, self.class_names, paths)
+
+    def files(self) -> dict[str, Path]:
+        """The machine-readable files of the evaluated split."""
+        return {
+            "metrics": self.folder / METRICS_JSON,
+            "per_class": self.folder / PER_CLASS_CSV,
+            "confusion_matrix": self.folder / CONFUSION_CSV,
+            "predictions": self.folder / PREDICTIONS_FILE,
+        }
+
+
+SPLIT_LABELS = {"test": "test split", "val": "validation split", ALL_SPLITS: "all images"}
+
+
+# --------------------------------------------------------------------------- run facts
+
+
+def run_classes(ws: Workspace, record: runs.RunRecord) -> list[str]:
+    """The classes a run's model predicts, in output order.
+
+    Read from the run's ``classes.json`` (written when training starts); a run that has not
+    started yet falls back to its dataset's classes.
+
+    Raises:
+        EvaluationError: neither is available.
+    """
+    try:
+        return list(run_layout.read_classes(record.dir)["classes"])
+    except run_layout.ClassListError:
+        pass
+    if record.config is not None:
+        from tlcore.data import datasets
+
+        try:
+            return list(datasets.load_dataset(ws, record.config.dataset).classes)
+        except (OSError, ValueError):
+            pass
+    raise EvaluationError(
+        f"Run {record.id} has no list of its classes (classes.json is missing and its dataset "
+        "cannot be opened). Train the run again."
+    )
+
+
+def _trained_dataset_id(record: runs.RunRecord) -> str | None:
+    return run_layout.trained_dataset_id(record.dir)
+
+
+def _model_stamp(path: Path) -> dict:
+    """What identifies the model file evaluated: the hash training recorded, else size+time."""
+    from tlcore.model import model_store
+
+    sha256 = model_store.recorded_hash(path.parent)
+    if sha256:
+        return {"sha256": sha256}
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def no_model_message(record: runs.RunRecord) -> str:
+    """Why a run has no model to evaluate, and what to do, in one or two sentences."""
+    state = record.state
+    head = f"Run {record.id} has no saved model"
+    if state == runs.QUEUED:
+        return f"{head}: it is still queued. Evaluate it once it has finished training."
+    if state == runs.RUNNING:
+        return f"{head} yet: it is still running. Evaluate it once it has finished."
+    if state == runs.FAILED:
+        reason = (record.status.error if record.status else None) or "no reason was recorded"
+        return f"{head}: it failed ({reason}). Fix the cause and train a new run."
+    if state in (runs.CANCELLED, runs.INTERRUPTED):
+        return (
+            f"{head}: it was {state} before its first epoch ended. Resume it on the Training "
+            "page, then evaluate it."
+        )
+    if state == runs.UNREADABLE:
+        return f"{head}: its folder cannot be read ({record.problem})."
+    return f"{head}: {runs.MODEL_FILE} is missing from {record.dir}. Train the run again."
+
+
+# --------------------------------------------------------------------------- evaluating
+
+
+def evaluate_run(
+    ws: Workspace,
+    run_id: str,
+    *,
+    dataset: str | None = None,
+    progress: Progress | None = None,
+    allow_running: bool = False,
+    batch_size: int = PREDICT_BATCH_SIZE,
+) -> EvaluationResult:
+    """Evaluates a run's saved model and stores the result (replacing an earlier one).
+
+    Args:
+        ws: the workspace.
+        run_id: the run; it must have a saved model (``model.keras``).
+        dataset: the name or id of the dataset to evaluate on; default None, the run's own
+            dataset (its test split, else its validation split, saying so). Another
+            dataset must have the run's classes or a subset of them; all its images are
+            evaluated.
+        progress: called with ``(fraction, message)`` after each batch; default none.
+        allow_running: default False. True also evaluates the best checkpoint of a run
+            that is still running (`train.train_run` does so as the run finishes).
+        batch_size: images per prediction batch; default ``PREDICT_BATCH_SIZE`` (64).
+
+    Returns:
+        The stored `EvaluationResult`.
+
+    Raises:
+        tlcore.store.runs.RunNotFoundError: there is no such run.
+        EvaluationError: the run has no model, is still running, the dataset's classes do
+            not fit the model, or the dataset has no images to evaluate.
+        tlcore.data.datasets.DatasetError: the dataset does not exist or is damaged.
+    """
+    from tlcore.data import datasets
+
+    started = time.perf_counter()
+    record = runs.read_run(ws, run_id)
+    _check_evaluable(record, allow_running=allow_running)
+    classes = run_classes(ws, record)
+    target = datasets.load_dataset(ws, dataset or record.config.dataset)
+    own = _is_own_dataset(record, target, dataset)
+    try:
+        mapping = classes_compatible(classes, list(target.classes))
+    except ValueError as exc:
+        raise EvaluationError(
+            f"Run {run_id} cannot be evaluated on dataset {target.name!r}: {exc}"
+        ) from None
+
+    plan, note = _plan_splits(ws, record, target, own)
+    report = _Reporter(progress, sum(len(items) for _, items in plan), batch_size)
+    report.say("Loading the model", 0.0)
+    model = _load_model(record)
+    image_size = int(model.input_shape[1])
+    if int(model.output_shape[-1]) != len(classes):
+        raise EvaluationError(
+            f"Run {run_id}'s model predicts {int(model.output_shape[-1])} classes but its "
+            f"class list has {len(classes)}. The run folder is inconsistent; train it again."
+        )
+
+    evaluated: dict[str, tuple[EvaluationMetrics, list[str], np.ndarray, np.ndarray]] = {}
+    for split, items in plan:
+        probs = _predict(model, items, image_size, batch_size, report, split)
+        y_true = np.asarray([mapping[item.label] for item in items], dtype=np.int64)
+        metrics = compute_metrics(y_true, probs, classes)
+        evaluated[split] = (metrics, [str(item.path) for item in items], y_true, probs)
+
+    report.say("Saving the evaluation")
+    primary_split = plan[0][0]
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "run_id": run_id,
+        "dataset_id": target.id,
+        "dataset_name": target.name,
+        "dataset_hash": target.content_hash,
+        "own_dataset": own,
+        "split": primary_split,
+        "note": note,
+        "class_names": list(classes),
+        "class_mapping": {str(k): v for k, v in mapping.items()},
+        "created_at": runs.now_iso(),
+        "seconds": round(time.perf_counter() - started, 2),
+        "model_stamp": _model_stamp(record.dir / runs.MODEL_FILE),
+        "summary": evaluated[primary_split][0].summary(),
+        "validation_summary": (
+            evaluated["val"][0].summary() if "val" in evaluated and primary_split != "val" else None
+        ),
+        "images": {split: len(items) for split, items in plan},
+        "class_counts": {
+            split: _class_counts(items, list(target.classes)) for split, items in plan
+        },
+    }
+    folder = _store(record.dir, target.id, evaluated, primary_split, manifest)
+    report.say("Done", 1.0)
+    return _result_from_manifest(folder, manifest)
+
+
+def _check_evaluable(record: runs.RunRecord, *, allow_running: bool) -> None:
+    if record.config is None or record.status is None:
+        raise EvaluationError(
+            f"Run {record.id} cannot be evaluated: its folder is damaged ({record.problem})."
+        )
+    if not (record.dir / runs.MODEL_FILE).exists():
+        raise EvaluationError(no_model_message(record))
+    if record.state in runs.ACTIVE_STATES and not allow_running:
+        raise EvaluationError(
+            f"Run {record.id} is still {record.state}; its model is not final yet. Evaluate "
+            "it once it has finished."
+        )
+
+
+def _is_own_dataset(record: runs.RunRecord, target, requested: str | None) -> bool:
+    trained_on = _trained_dataset_id(record)
+    if trained_on:
+        return trained_on == target.id
+    return requested is None or requested in (record.config.dataset, target.id)
+
+
+def _plan_splits(ws: Workspace, record: runs.RunRecord, target, own: bool) -> tuple[list, str]:
+    """Which items to evaluate, as ``[(split, items), ...]`` (the first is the headline)."""
+    if not own:
+        items = target.items()
+        if not items:
+            raise EvaluationError(f"Dataset {target.name!r} has no images to evaluate.")
+        note = (
+            f"All {len(items):,} images of dataset {target.name!r}, a dataset this run was "
+            "not trained on."
+        )
+        overlap = _overlap_with_training(ws, record, items)
+        if overlap:
+            note += (
+                f" {overlap:,} of them are also among the run's training images, so these "
+                "numbers are optimistic."
+            )
+        return [(ALL_SPLITS, items)], note
+    test, val = target.items("test"), target.items("val")
+    if test and runs.read_metrics(record.dir).get("trained_on_validation"):
+        # The recommended recipe refits on train + val: its validation figure is the
+        # cross-validated one in the run's summary, and val is no longer held out.
+        return [("test", test)], ""
+    if test:
+        return [("test", test)] + ([("val", val)] if val else []), ""
+    if val:
+        note = (
+            f"Dataset {target.name!r} has no test split, so this is its validation split "
+            f"({len(val):,} images). Training used it to choose the best epoch, so these "
+            "numbers are somewhat optimistic; import a dataset with a test split, or evaluate "
+            "on another dataset, for an unbiased estimate."
+        )
+        return [("val", val)], note
+    raise EvaluationError(
+        f"Dataset {target.name!r} has no test or validation images, only training images, "
+        "which say nothing about new images. Import it again with a test fraction above 0, "
+        "or evaluate on another dataset."
+    )
+
+
+def _overlap_with_training(ws: Workspace, record: runs.RunRecord, items: Sequence) -> int:
+    """How many of ``items`` are (byte-identical to) images the run trained on."""
+    from tlcore.data import datasets
+
+    try:
+        own = datasets.load_dataset(ws, _trained_dataset_id(record) or record.config.dataset)
+        trained = {item.sha256 for item in own.items("train")}
+    except (OSError, ValueError):
+        return 0
+    return sum(1 for item in items if getattr(item, "sha256", None) in trained)
+
+
+def _class_counts(items: Sequence, classes: list[str]) -> dict[str, int]:
+    counts = dict.fromkeys(classes, 0)
+    for item in items:
+        counts[item.class_name] = counts.get(item.class_name, 0) + 1
+    return counts
+
+
+class _Reporter:
+    """Turns batches done into ``progress(fraction, message)`` calls; silent without one."""
+
+    def __init__(self, progress: Progress | None, total_images: int, batch_size: int):
+        self.progress = progress
+        self.total = max(math.ceil(total_images / max(batch_size, 1)), 1)
+        self.done = 0
+
+    def batch(self, message: str) -> None:
+        self.done += 1
+        self.say(message)
+
+    def say(self, message: str, fraction: float | None = None) -> None:
+        if self.progress is None:
+            return
+        if fraction is None:
+            fraction = 0.97 * min(self.done / self.total, 1.0)  # saving takes the rest
+        self.progress(fraction, message)
+
+
+def _load_model(record: runs.RunRecord):
+    """The run's model, after checking its file against the hash training recorded."""
+    from tlcore.model import model_store
+
+    try:
+        data = model_store.verified_model_bytes(record.dir, record.id)
+        return model_store.load_model_bytes(data)
+    except model_store.ModelLoadError as exc:  # missing, changed after training, no hash
+        raise EvaluationError(str(exc)) from None
+    except Exception as exc:  # Keras raises many types for a file it cannot rebuild
+        raise EvaluationError(
+            f"Run {record.id}'s model file {record.dir / runs.MODEL_FILE} cannot be loaded "
+            f"({type(exc).__name__}: {exc}). Train the run again."
+        ) from exc
+
+
+def _predict(model, items: Sequence, image_size: int, batch_size: int, report, split: str):
+    """Probabilities for ``items`` in order, streaming batches from disk."""
+    from tlcore.data import pipeline
+
+    batches = pipeline.make_image_dataset(
+        items, image_size=image_size, batch_size=batch_size, shuffle=False, seed=0
+    )
+    total = math.ceil(len(items) / batch_size)
+    out = np.empty((len(items), int(model.output_shape[-1])), dtype=np.float32)
+    position = 0
+    for index, (images, _labels) in enumerate(batches, start=1):
+        probs = np.asarray(model.predict_on_batch(images), dtype=np.float32)
+        out[position : position + len(probs)] = probs
+        position += len(probs)
+        report.batch(f"Predicting the {SPLIT_LABELS.get(split, split)}: batch {index} of {total}")
+    if position != len(items):  # pragma: no cover - the pipeline yields every item once
+        raise EvaluationError(f"Expected {len(items)} predictions, got {position}.")
+    return out
+
+
+# --------------------------------------------------------------------------- storing
+
+
+def _store(run_dir: Path, dataset_id: str, evaluated: dict, primary: str, manifest: dict) -> Path:
+    """Writes the evaluation into a staging folder, then swaps it into place."""
+    root = run_dir / EVALUATION_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".{dataset_id}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        for split, (metrics, paths, y_true, probs) in evaluated.items():
+            folder = staging if split == primary else staging / VALIDATION_DIR
+            _write_split(folder, metrics, paths, y_true, probs)
+        atomic_write_json(staging / MANIFEST_FILE, manifest)
+        target = root / dataset_id
+        old = None
+        if target.exists():
+            old = root / f".{dataset_id}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+        os.replace(staging, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _write_split(folder: Path, metrics, paths, y_true, probs) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_metrics_files(metrics, folder)
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        paths=np.asarray(paths, dtype=str),
+        y_true=np.asarray(y_true, dtype=np.int64),
+        probs=np.asarray(probs, dtype=np.float32),
+        class_names=np.asarray(metrics.class_names, dtype=str),
+    )
+    atomic_write_bytes(folder / PREDICTIONS_FILE, buffer.getvalue())
+    interp = Interpretation(y_true, probs, metrics.class_names, paths)
+    atomic_write_json(
+        folder / INTERPRETATION_FILE,
+        {
+            "top_losses": [row.to_dict() for row in interp.top_losses(STORED_TOP_LOSSES)],
+            "most_confused": [list(pair) for pair in interp.most_confused()],
+        },
+    )
+
+
+def read_predictions(folder: str | os.PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(paths, y_true, probs)`` from a stored ``predictions.npz``.
+
+    Raises:
+        EvaluationError: the file is missing or damaged.
+    """
+    path = Path(folder) / PREDICTIONS_FILE
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return [str(p) for p in data["paths"]], data["y_true"], data["probs"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise EvaluationError(
+            f"The stored predictions {path} cannot be read ({exc}). Evaluate the run again."
+        ) from None
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def evaluation_folder(ws: Workspace, run_id: str, dataset_id: str) -> Path:
+    return ws.run_dir(run_id) / EVALUATION_DIR / dataset_id
+
+
+def list_evaluations(ws: Workspace, run_id: str) -> list[dict]:
+    """The manifests of a run's stored evaluations, its own dataset first, then newest first."""
+    root = ws.run_dir(run_id) / EVALUATION_DIR
+    manifests = []
+    try:
+        folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []
+    for folder in folders:
+        try:
+            manifest = read_json(folder / MANIFEST_FILE)
+        except (OSError, ValueError):
+            continue
+        if isinstance(manifest, dict) and manifest.get("format_version") == FORMAT_VERSION:
+            manifests.append(manifest)
+    manifests.sort(key=lambda m: m.get("created_at", ""), reverse=True)
+    manifests.sort(key=lambda m: not m.get("own_dataset"))
+    return manifests
+
+
+def load_evaluation(
+    ws: Workspace, run_id: str, dataset_id: str | None = None
+) -> EvaluationResult | None:
+    """The stored evaluation of a run on a dataset, or None if there is none.
+
+    Args:
+        ws: the workspace.
+        run_id: the run.
+        dataset_id: the dataset's id; default None, the run's own dataset.
+
+    Raises:
+        tlcore.store.runs.RunNotFoundError: there is no such run.
+        EvaluationError: the stored files are damaged (evaluate again to replace them).
+    """
+    record = runs.read_run(ws, run_id)
+    if dataset_id is None:
+        dataset_id = _trained_dataset_id(record)
+        if dataset_id is None:
+            own = [m for m in list_evaluations(ws, run_id) if m.get("own_dataset")]
+            if not own:
+                return None
+            dataset_id = own[0]["dataset_id"]
+    folder = evaluation_folder(ws, run_id, dataset_id)
+    try:
+        manifest = read_json(folder / MANIFEST_FILE)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(
+            f"The stored evaluation in {folder} cannot be read ({exc}). Evaluate the run again."
+        ) from None
+    return _result_from_manifest(folder, manifest)
+
+
+def _result_from_manifest(folder: Path, manifest: dict) -> EvaluationResult:
+    try:
+        metrics = read_metrics_file(folder)
+        validation = (
+            read_metrics_file(folder / VALIDATION_DIR)
+            if (folder / VALIDATION_DIR / METRICS_JSON).exists()
+            else None
+        )
+        return EvaluationResult(
+            run_id=manifest["run_id"],
+            dataset_id=manifest["dataset_id"],
+            dataset_name=manifest.get("dataset_name", manifest["dataset_id"]),
+            own_dataset=bool(manifest.get("own_dataset")),
+            split=manifest["split"],
+            note=manifest.get("note", ""),
+            metrics=metrics,
+            validation=validation,
+            folder=folder,
+            created_at=manifest.get("created_at", ""),
+            seconds=float(manifest.get("seconds") or 0.0),
+            class_names=tuple(manifest.get("class_names") or metrics.class_names),
+            model_stamp=manifest.get("model_stamp") or {},
+            extra={
+                k: manifest.get(k)
+                for k in ("images", "class_counts", "dataset_hash", "class_mapping")
+            },
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EvaluationError(
+            f"The stored evaluation in {folder} is incomplete or damaged ({exc}). Evaluate "
+            "the run again."
+        ) from None
+
+
+def is_current(ws: Workspace, result: EvaluationResult) -> bool:
+    """Whether ``result`` evaluated the run's present model file (not an older one)."""
+    now = _model_stamp(ws.run_dir(result.run_id) / runs.MODEL_FILE)
+    return bool(now) and (not result.model_stamp or result.model_stamp == now)
+
+
+def ensure_evaluation(
+    ws: Workspace,
+    run_id: str,
+    *,
+    dataset: str | None = None,
+    progress: Progress | None = None,
+) -> EvaluationResult:
+    """The stored evaluation if it is of the present model, else a new one (`evaluate_run`)."""
+    dataset_id = None
+    if dataset is not None:
+        from tlcore.data import datasets
+
+        dataset_id = datasets.load_dataset(ws, dataset).id
+    try:
+        stored = load_evaluation(ws, run_id, dataset_id)
+    except EvaluationError:
+        stored = None
+    if stored is not None and is_current(ws, stored):
+        if progress is not None:
+            progress(1.0, "Stored evaluation")
+        return stored
+    return evaluate_run(ws, run_id, dataset=dataset, progress=progress)
+
+
+def stored_top_losses(result: EvaluationResult, *, validation: bool = False) -> list[dict]:
+    """The worst errors stored with the evaluation (dicts of `PredictionRow` fields)."""
+    folder = result.folder / VALIDATION_DIR if validation else result.folder
+    try:
+        data = read_json(folder / INTERPRETATION_FILE)
+    except (OSError, ValueError):
+        return [r.to_dict() for r in result.interpretation(validation=validation).top_losses()]
+    return list(data.get("top_losses", []))
+
+
+# --------------------------------------------------------------------------- history
+
+
+def run_history(ws: Workspace, run_id: str) -> list[dict]:
+    """One row per completed epoch (``epoch``, ``phase``, ``loss``, ``accuracy``, ``val_*``)."""
+    run_dir = ws.run_dir(run_id)
+    try:
+        data = read_json(run_dir / runs.HISTORY_FILE)
+        rows = data.get("epochs") if isinstance(data, dict) else None
+        if isinstance(rows, list):
+            return rows
+    except (OSError, ValueError):
+        pass
+    return runs.epoch_history(run_dir)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def compatible_datasets(ws: Workspace, run_id: str) -> list[tuple[Any, str | None]]:
+    """Every dataset in the workspace with whether this run can be evaluated on it.
+
+    Returns:
+        ``[(dataset summary, None or the reason it is not compatible)]``, the run's own
+        dataset first. A summary has ``id``, ``name``, ``classes`` and ``num_images``.
+    """
+    from tlcore.data import datasets
+
+    record = runs.read_run(ws, run_id)
+    classes = run_classes(ws, record)
+    own_id = _trained_dataset_id(record)
+    out = []
+    for summary in datasets.list_datasets(ws):
+        if getattr(summary, "is_broken", False):
+            continue
+        try:
+            classes_compatible(classes, list(summary.classes))
+            reason = None
+        except ValueError as exc:
+            reason = str(exc)
+        out.append((summary, reason))
+    out.sort(key=lambda pair: pair[0].id != own_id and pair[0].name != record.config.dataset)
+    return out
+
+
+def summary_json(result: EvaluationResult) -> str:
+    """The stored evaluation's headline as one JSON object (for the CLI)."""
+    metrics = result.summary()
+    found = result.metrics.collapse
+    return json.dumps(
+        {
+            # The headline, flat: the evaluated split's accuracy with its interval and n.
+            "accuracy": metrics["accuracy"],
+            "accuracy_ci95": metrics["accuracy_ci95"],
+            "num_samples": metrics["num_samples"],
+            "macro_f1": metrics["macro_f1"],
+            "collapsed": metrics["collapsed"],
+            "collapse_message": (
+                stats.collapse_message(found, result.class_names, result.split_label)
+                if found
+                else None
+            ),
+            "run_id": result.run_id,
+            "dataset": result.dataset_name,
+            "dataset_id": result.dataset_id,
+            "split": result.split,
+            "note": result.note,
+            "metrics": metrics,
+            "validation": result.validation.summary() if result.validation else None,
+            "folder": str(result.folder),
+        },
+        sort_keys=True,
+        default=str,
+    )

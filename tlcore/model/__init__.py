@@ -1,0 +1,1 @@
+"""Networks: the backbone registry, pretrained weights, building and freezing, saved models."""

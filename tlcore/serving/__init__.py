@@ -1,0 +1,1 @@
+"""Models out: prediction, Grad-CAM explanations, exports."""

@@ -1,0 +1,129 @@
+"""A SQLite index over the workspace's run and dataset folders, for fast listing.
+
+The folders are the source of truth. Each row remembers the modification time of the
+file it was read from, so a listing re-reads only folders that changed since, and
+`rebuild` recreates the whole index from the folders. Losing the index loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from contextlib import closing
+from pathlib import Path
+
+from tlcore.store.run_layout import CONFIG_FILE, STATUS_FILE
+from tlcore.store.workspace import Workspace
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    status_json TEXT NOT NULL,
+    config_json TEXT,
+    files_stamp TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    manifest_json TEXT NOT NULL
+);
+"""
+
+
+def _connect(ws: Workspace) -> sqlite3.Connection:
+    conn = sqlite3.connect(ws.index_path, timeout=30)
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def _file_stamp(path: Path) -> str:
+    # Atomic writes replace the file, so the inode changes even within one mtime tick.
+    try:
+        st = path.stat()
+    except OSError:
+        return "-"
+    return f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}"
+
+
+def run_files_stamp(ws: Workspace, run_id: str) -> str:
+    """Changes whenever the run's status.json or config.json is rewritten or removed."""
+    folder = ws.run_dir(run_id)
+    return f"{_file_stamp(folder / STATUS_FILE)}:{_file_stamp(folder / CONFIG_FILE)}"
+
+
+def record_run(ws: Workspace, run_id: str, status: dict, config: dict | None) -> None:
+    """Stores what was just written to a run's ``status.json``."""
+    with closing(_connect(ws)) as conn, conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?)",
+            (
+                run_id,
+                status["state"],
+                json.dumps(status),
+                json.dumps(config) if config is not None else None,
+                run_files_stamp(ws, run_id),
+            ),
+        )
+
+
+def cached_runs(ws: Workspace) -> dict[str, tuple[dict, dict | None, str]]:
+    """Indexed runs: id → (status, config, `run_files_stamp` when indexed)."""
+    with closing(_connect(ws)) as conn:
+        rows = conn.execute("SELECT id, status_json, config_json, files_stamp FROM runs")
+        return {
+            rid: (json.loads(st), json.loads(cf) if cf else None, stamp)
+            for rid, st, cf, stamp in rows
+        }
+
+
+def forget_run(ws: Workspace, run_id: str) -> None:
+    with closing(_connect(ws)) as conn, conn:
+        conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+
+def record_dataset(ws: Workspace, manifest: dict) -> None:
+    """Stores a dataset's manifest (``dataset.json``) for listing."""
+    with closing(_connect(ws)) as conn, conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO datasets VALUES (?, ?, ?)",
+            (manifest["id"], manifest.get("name", manifest["id"]), json.dumps(manifest)),
+        )
+
+
+def forget_dataset(ws: Workspace, dataset_id: str) -> None:
+    with closing(_connect(ws)) as conn, conn:
+        conn.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))
+
+
+def indexed_datasets(ws: Workspace) -> list[dict]:
+    with closing(_connect(ws)) as conn:
+        rows = conn.execute("SELECT manifest_json FROM datasets ORDER BY name")
+        return [json.loads(m) for (m,) in rows]
+
+
+def rebuild(
+    ws: Workspace,
+    run_rows: Iterable[tuple[str, dict, dict | None]],
+    dataset_manifests: Iterable[dict],
+) -> tuple[int, int]:
+    """Recreates the index from what the folders hold. Returns (runs, datasets).
+
+    Args:
+        run_rows: ``(run id, status, config or None)`` per readable run
+            (`tlcore.store.runs.index_rows`).
+        dataset_manifests: every valid ``dataset.json`` (`tlcore.data.datasets.manifests`).
+    """
+    with closing(_connect(ws)) as conn, conn:
+        conn.execute("DELETE FROM runs")
+        conn.execute("DELETE FROM datasets")
+    run_count = 0
+    for run_id, status, config in run_rows:
+        record_run(ws, run_id, status, config)
+        run_count += 1
+    dataset_count = 0
+    for manifest in dataset_manifests:
+        record_dataset(ws, manifest)
+        dataset_count += 1
+    return run_count, dataset_count

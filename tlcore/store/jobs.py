@@ -1,0 +1,210 @@
+"""The job runner: starts, queues, cancels and reconciles training processes.
+
+Training never runs inside the web server: each run is a separate OS process
+(``python -m tlcore.training.worker``) in its own session, so it outlives a closed browser or a
+restarted server. There is no daemon. `schedule` is called when a run is submitted,
+when a worker ends and when the app or CLI starts; under a workspace-wide file lock it
+
+1. marks ``running`` runs whose process is gone as ``interrupted``, and
+2. starts the oldest ``queued`` runs while fewer than the concurrency limit are running.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+from tlcore.config import RunConfig
+from tlcore.store import runs
+from tlcore.store.run_layout import WORKER_LOG
+from tlcore.store.workspace import Workspace
+
+MAX_CONCURRENT_ENV = "TLS_MAX_CONCURRENT_RUNS"
+DEFAULT_MAX_CONCURRENT = 1
+LOCK_FILE = ".scheduler.lock"
+LOST_WORKER_MESSAGE = (
+    "The training process stopped unexpectedly (killed, or the machine restarted). "
+    "Resume continues from the last completed epoch."
+)
+
+# Workers this process started; polled so that ended ones are reaped, not left as zombies.
+_children: list[subprocess.Popen] = []
+
+
+def max_concurrent_runs() -> int:
+    """How many trainings may run at once: ``$TLS_MAX_CONCURRENT_RUNS``, default 1."""
+    raw = os.environ.get(MAX_CONCURRENT_ENV, "")
+    try:
+        value = int(raw) if raw else DEFAULT_MAX_CONCURRENT
+    except ValueError:
+        raise ValueError(
+            f"{MAX_CONCURRENT_ENV} must be a whole number of runs. Received: {raw!r}"
+        ) from None
+    if value < 1:
+        raise ValueError(f"{MAX_CONCURRENT_ENV} must be at least 1. Received: {raw!r}")
+    return value
+
+
+@contextmanager
+def scheduler_lock(ws: Workspace):
+    """Serialises state changes that must not interleave across processes."""
+    with open(ws.root / LOCK_FILE, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _process_start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def worker_alive(status: runs.RunStatus) -> bool:
+    """Whether the process recorded for a running run still exists (and is the same one)."""
+    if not status.pid:
+        return False
+    started = _process_start_time(status.pid)
+    if started is None:
+        return False
+    try:
+        if psutil.Process(status.pid).status() == psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.Error:
+        return False
+    return status.pid_started is None or abs(started - status.pid_started) < 1.0
+
+
+def submit(ws: Workspace, config: RunConfig) -> str:
+    """Creates a run and starts it now, or queues it if the concurrency limit is reached.
+
+    Returns at once with the run id; training happens in another process.
+    """
+    record = runs.create_run(ws, config)
+    schedule(ws)
+    return record.id
+
+
+def resume(ws: Workspace, run_id: str) -> None:
+    """Queues an interrupted or cancelled run again; it continues from its last epoch."""
+    with scheduler_lock(ws):
+        record = runs.read_run(ws, run_id)
+        if record.state not in (runs.INTERRUPTED, runs.CANCELLED):
+            raise runs.InvalidTransitionError(
+                f"Run {run_id} is {record.state}; only interrupted or cancelled runs can resume."
+            )
+        runs.clear_cancel(record.dir)
+        runs.set_state(ws, run_id, runs.QUEUED)
+        runs.append_progress(record.dir, "resume_requested")
+    schedule(ws)
+
+
+def cancel(ws: Workspace, run_id: str) -> str:
+    """Asks a run to stop. Idempotent: cancelling a cancelled or ended run changes nothing.
+
+    A queued run becomes ``cancelled`` at once; a running one stops at its next batch,
+    keeping its best checkpoint, and then becomes ``cancelled``. Returns the run's state
+    after the request.
+    """
+    with scheduler_lock(ws):
+        record = runs.read_run(ws, run_id)
+        if record.state == runs.QUEUED:
+            runs.request_cancel(record.dir)
+            runs.set_state(ws, run_id, runs.CANCELLED)
+            return runs.CANCELLED
+        if record.state == runs.RUNNING:
+            runs.request_cancel(record.dir)
+        return record.state
+
+
+def reconcile(ws: Workspace) -> list[str]:
+    """Marks runs whose worker died as ``interrupted``. Returns their ids. Takes the lock."""
+    with scheduler_lock(ws):
+        return _reconcile_locked(ws)
+
+
+def _reconcile_locked(ws: Workspace) -> list[str]:
+    lost = []
+    for record in runs.list_runs(ws):
+        if record.state == runs.RUNNING and not worker_alive(record.status):
+            runs.set_state(
+                ws,
+                record.id,
+                runs.INTERRUPTED,
+                error=LOST_WORKER_MESSAGE,
+            )
+            runs.append_progress(record.dir, "interrupted")
+            lost.append(record.id)
+    return lost
+
+
+def schedule(ws: Workspace) -> list[str]:
+    """Reconciles, then starts queued runs up to the concurrency limit. Returns started ids."""
+    limit = max_concurrent_runs()
+    started = []
+    _children[:] = [child for child in _children if child.poll() is None]
+    with scheduler_lock(ws):
+        _reconcile_locked(ws)
+        records = runs.list_runs(ws)
+        active = sum(1 for r in records if r.state == runs.RUNNING)
+        queued = sorted((r for r in records if r.state == runs.QUEUED), key=lambda r: r.id)
+        for record in queued[: max(0, limit - active)]:
+            _spawn_worker(ws, record)
+            started.append(record.id)
+    return started
+
+
+def _spawn_worker(ws: Workspace, record: runs.RunRecord) -> None:
+    """Starts the worker process for a queued run and marks the run ``running``.
+
+    Called with the scheduler lock held, so the worker cannot write its final status
+    before this ``running`` status is on disk (it takes the same lock to do so).
+    """
+    log_path = record.dir / WORKER_LOG
+    env = dict(os.environ)
+    env["TLS_WORKSPACE"] = str(ws.root)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    project_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tlcore.training.worker", str(ws.root), record.id],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=project_root,
+            start_new_session=True,  # survives the server and the terminal that started it
+            close_fds=True,
+        )
+    _children.append(proc)
+    runs.set_state(
+        ws, record.id, runs.RUNNING, pid=proc.pid, pid_started=_process_start_time(proc.pid)
+    )
+    runs.append_progress(record.dir, "worker_started", pid=proc.pid)
+
+
+def wait_for(ws: Workspace, run_id: str, *, timeout: float | None = None, poll: float = 0.5):
+    """Blocks until a run reaches a final state; returns its record. For the CLI and tests."""
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        record = runs.read_run(ws, run_id)
+        if record.state in runs.FINAL_STATES or record.status is None:
+            return record
+        if record.state == runs.RUNNING and not worker_alive(record.status):
+            reconcile(ws)
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"Run {run_id} is still {record.state} after {timeout} s.")
+        time.sleep(poll)

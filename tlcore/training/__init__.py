@@ -1,0 +1,1 @@
+"""Training runs: the training loop, callbacks, cached features, recipes, sweeps, estimates."""
