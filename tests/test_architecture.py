@@ -1,5 +1,6 @@
 """The architecture holds: no import cycles in the core, and the web server renders its
 pages without TensorFlow (the layer contract itself is `lint-imports`, run by run-tests.sh).
+Predict is the one page that loads Keras: it runs the model live.
 """
 
 from __future__ import annotations
@@ -59,8 +60,14 @@ def test_the_cycle_finder_finds_one():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("page", ["home", "dataset", "training"])
+@pytest.mark.parametrize("page", ["home", "dataset", "model", "training"])
 def test_the_web_server_renders_a_page_without_tensorflow(page, tmp_path):
+    from tests.conftest import write_class_folders
+    from tlcore.data import datasets
+    from tlcore.store.workspace import open_workspace
+
+    ws = open_workspace(tmp_path / "workspace")
+    datasets.import_folder(ws, write_class_folders(tmp_path / "src", {"a": 8, "b": 8}), name="ab")
     script = textwrap.dedent(
         f"""
         import os, sys

@@ -507,6 +507,18 @@ def cmd_export(args, ws) -> int:
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
+def cmd_preview(args, ws) -> int:
+    from tlcore.model import preview
+
+    try:
+        structure = RunConfig.from_json(args.structure)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    data = preview.build_and_store(ws, structure, args.classes, args.weights_file)
+    print(f"{len(data['phases'])} phase(s), {data['phases'][0]['total']:,} parameters")
+    return EXIT_OK
+
+
 def cmd_calibrate(args, ws) -> int:
     from tlcore.training import estimate
 
@@ -657,6 +669,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_sweep.add_argument("--wait", action="store_true", help="wait for every run, then report")
     p_sweep.add_argument("--results", metavar="SWEEP_ID", help="print an earlier sweep's results")
+    p_prev = sub.add_parser(
+        "preview",
+        help="build the Model page's architecture preview of a network (used by the app)",
+        description="Build a network from a structure (a RunConfig JSON) with random weights "
+        "and store its layer table per training phase in the workspace cache.",
+    )
+    p_prev.add_argument("--structure", required=True, help="the RunConfig JSON")
+    p_prev.add_argument("--classes", type=int, required=True)
+    p_prev.add_argument("--weights-file", help="also check this weights file against it")
     p_cal = sub.add_parser(
         "calibrate",
         help="measure this machine's speed for a backbone (for time estimates)",
@@ -726,6 +747,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "export": cmd_export,
     "calibrate": cmd_calibrate,
+    "preview": cmd_preview,
 }
 
 

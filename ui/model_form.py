@@ -39,7 +39,7 @@ from tlcore.config import (
     RunConfig,
 )
 from tlcore.fileio import atomic_write_bytes
-from tlcore.model.backbones import BACKBONES, BackboneSpec, get_backbone
+from tlcore.model.registry import BACKBONES, BackboneSpec, get_backbone
 from tlcore.model.weights import imagenet_weights_status
 from tlcore.store.workspace import Workspace
 from tlcore.training import kept_model, presets

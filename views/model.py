@@ -10,7 +10,6 @@ depend on the starting weights, which are loaded by the run itself, never silent
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +19,9 @@ import streamlit as st
 from tlcore.config import RunConfig
 from tlcore.data import datasets
 from tlcore.fileio import StorageError
-from tlcore.model import models
-from tlcore.model.weights import WeightsMismatchError, imagenet_weights_status
+from tlcore.model import preview, strategies
+from tlcore.model.registry import get_backbone
+from tlcore.model.weights import imagenet_weights_status
 from tlcore.store import jobs, runs
 from tlcore.training import estimate
 from tlcore.training.progress import format_duration, strategy_label
@@ -81,109 +81,30 @@ def _structure_config(config: RunConfig) -> RunConfig:
         dataset="preview",
         weights="none",
         fine_tune_epochs=1 if config.fine_tune_epochs else 0,
-        image_size=models.image_size(config),
+        image_size=strategies.image_size(config),
     )
     return RunConfig(**data)
 
 
-def _model_key(config: RunConfig) -> str:
-    """The cache key of the preview model: the structure, with the phase fields at defaults."""
-    return config.replace(
-        strategy="feature_extraction",
-        unfreeze=2,
-        unfreeze_unit="blocks",
-        train_batchnorm=False,
-        fine_tune_epochs=0,
-    ).to_json()
+def _weights_file(config: RunConfig) -> str | None:
+    return str(Path(config.weights_ref).expanduser()) if config.weights_kind == "file" else None
 
 
-@st.cache_resource(max_entries=6, show_spinner=False)
-def _preview_model(structure_json: str, num_classes: int):
-    """A model of this structure with random weights, and a lock for changing its flags."""
-    config = RunConfig.from_json(structure_json)
-    return models.build_model(config, num_classes), threading.Lock()
-
-
-def _shape_text(shape) -> str:
-    if isinstance(shape, list):
-        return " + ".join(_shape_text(s) for s in shape)
-    dims = [str(d) for d in tuple(shape)[1:]]
-    return "×".join(dims) if dims else ""
-
-
-def _status(row: dict, phase_name: str) -> str:
-    """How a layer takes part in a phase. Batch-norm moving statistics never count as
-    trainable weights, so "partly" is reserved for bias-only training of the backbone."""
-    if not row["params"]:
-        return "no weights"
-    if not row["trainable_params"]:
-        return "frozen"
-    if phase_name == "bias_only" and row["part"] == models.BACKBONE_NAME:
-        return "partly"
-    return "trains"
-
-
-def _type_text(name: str) -> str:
-    return name.replace("BatchNormalization", "BatchNorm")
-
-
-@st.cache_data(max_entries=64, show_spinner="Building the network…")
-def _architecture(key_json: str, num_classes: int) -> dict:
-    """Layer rows and parameter totals per phase, and the backbone's blocks."""
-    config = RunConfig.from_json(key_json)
-    model, lock = _preview_model(_model_key(config), num_classes)
-    phases = []
-    with lock:
-        for phase in models.training_phases(config):
-            models.apply_phase(model, config, phase)
-            summary = models.trainable_variables_summary(model)
-            rows = []
-            for row in models.describe_model(model, config):
-                part = row["part"]
-                rows.append(
-                    {
-                        "block": row["block"] if part == models.BACKBONE_NAME else part,
-                        "part": part,
-                        "layer": row["name"],
-                        "type": _type_text(row["type"]),
-                        "output": _shape_text(row["output_shape"]),
-                        "params": int(row["params"]),
-                        "trainable_params": int(row["trainable_params"]),
-                        "status": _status(row, phase.name),
-                    }
-                )
-            phases.append(
-                {
-                    "total": int(summary["total_params"]),
-                    "trainable": int(summary["trainable_params"]),
-                    "by_part": summary["by_part"],
-                    "rows": rows,
-                }
-            )
-        blocks = [
-            {"block": b["block"], "layers": len(b["layers"]), "params": int(b["params"])}
-            for b in models.backbone_blocks(model, config)
-        ]
-    return {"phases": phases, "blocks": blocks}
-
-
-@st.cache_data(max_entries=32, show_spinner="Checking the weights file…")
-def _weights_file_problem(structure_json: str, path: str, stamp: tuple) -> str | None:
-    """Why the weights file does not fit the backbone, or None when it loads."""
-    config = RunConfig.from_json(structure_json).replace(weights=f"file:{path}")
-    try:
-        models.build_model(config, 2)
-    except (WeightsMismatchError, FileNotFoundError, ValueError, OSError) as exc:
-        return str(exc)
-    return None
+def _preview(config: RunConfig, num_classes: int) -> dict | None:
+    """The architecture preview, built in its own process; None while it is being built."""
+    structure = _structure_config(config)
+    data = preview.cached(ws, structure, num_classes, _weights_file(config))
+    if data is None:
+        preview.request(ws, structure, num_classes, _weights_file(config))
+    return data
 
 
 def _head_too_big(config: RunConfig) -> int:
     """A rough count of the first dense layer's weights when pooling is 'flatten'."""
     if config.pooling != "flatten" or not config.dense_units:
         return 0
-    spec = models.get_backbone(config.backbone)
-    side = -(-models.image_size(config) // 32)
+    spec = get_backbone(config.backbone)
+    side = -(-strategies.image_size(config) // 32)
     return spec.feature_channels * side * side * config.dense_units[0]
 
 
@@ -194,7 +115,7 @@ def _blocks_figure(rows: list[dict]) -> go.Figure:
     trains: dict[str, int] = {}
     frozen: dict[str, int] = {}
     for row in rows:
-        if not row["params"] or row["part"] not in (models.BACKBONE_NAME, models.HEAD_NAME):
+        if not row["params"] or row["part"] not in (strategies.BACKBONE_NAME, strategies.HEAD_NAME):
             continue
         block = row["block"]
         if block not in trains:
@@ -202,7 +123,7 @@ def _blocks_figure(rows: list[dict]) -> go.Figure:
             trains[block] = frozen[block] = 0
         trains[block] += row["trainable_params"]
         frozen[block] += row["params"] - row["trainable_params"]
-    backbone = [b for b in order if b != models.HEAD_NAME]
+    backbone = [b for b in order if b != strategies.HEAD_NAME]
     hover = "<b>%{x}</b><br>%{y:,} parameters<extra>%{fullData.name}</extra>"
     fig = go.Figure(
         [
@@ -223,7 +144,7 @@ def _blocks_figure(rows: list[dict]) -> go.Figure:
             go.Bar(
                 name="New head",
                 x=["head"],
-                y=[trains.get(models.HEAD_NAME, 0)],
+                y=[trains.get(strategies.HEAD_NAME, 0)],
                 marker_color=VAL_COLOR,
                 hovertemplate=hover,
             ),
@@ -256,7 +177,7 @@ def _validate(ws, dataset) -> tuple[RunConfig | None, str | None]:
     """The config and, when it cannot run, why (field and value named)."""
     try:
         config = form.config_from_state(st.session_state)
-        models.validate_model_config(config, len(dataset.classes))
+        strategies.validate_model_config(config, len(dataset.classes))
     except ValueError as exc:
         return None, str(exc)
     if config.weights_kind == "file":
@@ -266,10 +187,8 @@ def _validate(ws, dataset) -> tuple[RunConfig | None, str | None]:
                 f"The weights file {path} does not exist on this server. Check the path, or "
                 "upload the file."
             )
-        stat = path.stat()
-        problem = _weights_file_problem(
-            _model_key(_structure_config(config)), str(path), (stat.st_mtime_ns, stat.st_size)
-        )
+        checked = _preview(config, len(dataset.classes))
+        problem = checked.get("weights_problem") if checked else None
         if problem:
             return config, problem.replace(path.name, form.weights_file_name(str(path)))
     return config, None
@@ -293,7 +212,7 @@ def _phase_text(phase) -> str:
 
 
 def _summary(config: RunConfig, dataset, error: str | None, train_images: int) -> None:
-    spec = models.get_backbone(config.backbone) if config else None
+    spec = get_backbone(config.backbone) if config else None
     with st.container(border=True):
         if config is None or spec is None:
             st.markdown("**:material/fact_check: Run summary**")
@@ -301,13 +220,13 @@ def _summary(config: RunConfig, dataset, error: str | None, train_images: int) -
             title = config.name or f"{spec.display_name} on {dataset.name}"
             st.markdown(f"**:material/fact_check: {title}**")
             width = f" (alpha {config.alpha:g})" if spec.has_alpha else ""
-            phases = models.training_phases(config)
+            phases = strategies.training_phases(config)
             strategy = strategy_label(config.strategy, config.unfreeze, config.unfreeze_unit)
             lines = [
                 f":material/photo_library: **{dataset.name}** · {len(dataset.classes)} classes · "
                 f"{train_images:,} training images",
                 f":material/account_tree: **{spec.display_name}{width}** · "
-                f"{models.image_size(config)} px · {_weights_text(config)}",
+                f"{strategies.image_size(config)} px · {_weights_text(config)}",
                 f":material/ac_unit: **{strategy}** · {config.total_epochs} epochs · "
                 f"batch {config.batch_size} · {form.OPTIMIZER_LABELS[config.optimizer]}",
             ]
@@ -391,10 +310,10 @@ def _start(config: RunConfig) -> None:
 
 def _parameters(arch: dict, config: RunConfig) -> None:
     """Total, head and trainable parameters (per phase for two-phase), as metrics."""
-    phases = models.training_phases(config)
+    phases = strategies.training_phases(config)
     data = arch["phases"]
     total = data[0]["total"]
-    head = data[0]["by_part"].get(models.HEAD_NAME, {}).get("params", 0)
+    head = data[0]["by_part"].get(strategies.HEAD_NAME, {}).get("params", 0)
     with st.container(border=True):
         st.markdown("**:material/stacked_bar_chart: Parameters**")
         tiles = [
@@ -467,7 +386,7 @@ def _run_estimate(config: RunConfig) -> dict | None:
 
 def _cost(config: RunConfig, train_images: int) -> None:
     try:
-        cost = models.estimate_cost(config, train_images)
+        cost = strategies.estimate_cost(config, train_images)
     except ValueError as exc:
         st.caption(f"No estimate: {exc}")
         return
@@ -623,19 +542,31 @@ def _right_column() -> None:
             icon=":material/warning:",
         )
         return
-    structure = _structure_config(config)
-    try:
-        arch = _architecture(structure.to_json(), len(dataset.classes))
-    except (ValueError, RuntimeError, MemoryError) as exc:  # validated, so not expected
-        st.error(
-            f"**The network could not be built for the preview.** {exc} Try another input "
-            "size or head, or report this with the configuration (Save).",
-            icon=":material/error:",
-        )
+    arch = _preview(config, len(dataset.classes))
+    if arch is None:
+        _wait_for_preview(config, len(dataset.classes))
+        _cost(config, train_images)
         return
     _parameters(arch, config)
     _cost(config, train_images)
-    _architecture_view(arch, config, models.get_backbone(config.backbone).display_name)
+    _architecture_view(arch, config, get_backbone(config.backbone).display_name)
+
+
+def _wait_for_preview(config: RunConfig, num_classes: int) -> None:
+    """A note while the preview is built elsewhere; the page reruns once it is there."""
+    structure = _structure_config(config)
+
+    @st.fragment(run_every=1.0)
+    def poll() -> None:
+        if preview.cached(ws, structure, num_classes, _weights_file(config)) is not None:
+            st.rerun()
+        st.info(
+            "Building the architecture preview (parameters per layer and phase) in the "
+            "background; it appears here in a few seconds.",
+            icon=":material/hourglass_top:",
+        )
+
+    poll()
 
 
 # -- the page --------------------------------------------------------------------------------

@@ -26,12 +26,15 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
-import keras
 import numpy as np
 
-from tlcore.model.backbones import BackboneSpec, canonical_backbone, validate_backbone_args
+from tlcore.model.registry import BackboneSpec, validate_backbone_args
+
+if TYPE_CHECKING:  # Keras is imported where weights are loaded, not to read a status
+    import keras
 
 KERAS_HOME_ENV = "KERAS_HOME"
 DOWNLOAD_TIMEOUT_S = 60.0  # per blocking socket operation, not for the whole download
@@ -177,6 +180,8 @@ def fetch_imagenet_weights(backbone: str, alpha: float = 1.0, image_size: int = 
         WeightsUnavailableError: not cached and the download failed (e.g. offline);
             the message names the file, its URL and the folder to copy it into.
     """
+    import keras
+
     status = imagenet_weights_status(backbone, alpha, image_size)
     spec = validate_backbone_args(backbone, alpha, image_size, "imagenet")
     size = image_size or spec.default_size
@@ -343,6 +348,8 @@ def load_weights_file(model: keras.Model, path: str | os.PathLike, label: str = 
         FileNotFoundError: no such file.
         WeightsMismatchError: not an HDF5 weights file, or its arrays do not fit.
     """
+    from tlcore.model.backbones import canonical_backbone
+
     path = Path(path).expanduser()
     label = label or model.name
     if not path.is_file():
@@ -393,6 +400,8 @@ def save_backbone_weights(model: keras.Model, path: str | os.PathLike) -> Path:
     Accepts a full model from `tlcore.model.models.build_model` (its ``"backbone"``) or a
     backbone. The file loads back with weights ``"file:<path>"``.
     """
+    from tlcore.model.backbones import canonical_backbone
+
     path = Path(path)
     if not path.name.endswith(".weights.h5"):
         raise ValueError(f"path must end in .weights.h5. Received: path={str(path)!r}")
@@ -434,6 +443,8 @@ def load_backbone_from_model_file(
         FileNotFoundError: no such file.
         WeightsMismatchError: the run's backbone is a different architecture.
     """
+    import keras
+
     path = Path(path).expanduser()
     label = label or backbone.name
     if not path.is_file():
@@ -463,6 +474,8 @@ def copy_backbone_weights(
     Raises:
         WeightsMismatchError: the architectures differ (names the first layer that does).
     """
+    from tlcore.model.backbones import canonical_backbone
+
     src = canonical_backbone(source).weights
     dst = canonical_backbone(target).weights
     label = label or target.name

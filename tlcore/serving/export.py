@@ -575,8 +575,8 @@ def _model_card(
     results: list[FormatResult],
     samples_from: str,
 ) -> dict:
-    from tlcore.model.backbones import get_backbone
     from tlcore.model.models import training_phases
+    from tlcore.model.registry import get_backbone
 
     config = record.config
     spec = get_backbone(config.backbone)

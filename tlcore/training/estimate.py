@@ -84,7 +84,7 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
 
     from tlcore.data import pipeline
     from tlcore.model import models
-    from tlcore.model.backbones import get_backbone
+    from tlcore.model.registry import get_backbone
     from tlcore.training import head_search
 
     import_s = max(time.time() - psutil.Process().create_time(), 0.0)
@@ -292,7 +292,7 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
     """
     from tlcore.data import datasets
     from tlcore.model import models
-    from tlcore.model.backbones import get_backbone
+    from tlcore.model.registry import get_backbone
 
     spec = models.validate_model_config(config)
     size = models.image_size(config)
