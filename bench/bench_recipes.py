@@ -107,6 +107,29 @@ def _row(ws, run_id: str, wall: float, planned: dict) -> dict:
     }
 
 
+def reestimate(path: Path) -> int:
+    """Fresh calibrations, then the estimate of each earlier run beside its wall time."""
+    earlier = json.loads(path.read_text())
+    shared = Path(tempfile.mkdtemp(prefix="tls-bench-speed-")) / "speed.json"
+    ratios = []
+    for backbone_key, rows in earlier["backbones"].items():
+        for recipe, row in rows.items():
+            ws = open_workspace(Path(row["workspace"]))
+            config = runs.read_run(ws, row["run_id"]).config
+            _calibrated(ws, config, shared)
+            planned = estimate.estimate_run(ws, config)
+            ratio = planned["total_seconds"] / row["wall_s"]
+            ratios.append(ratio)
+            print(
+                f"{backbone_key:<16} {recipe:<18} wall {row['wall_s']:6.0f} s  estimate "
+                f"{planned['total_seconds']:6.0f} s  ratio {ratio:.2f}",
+                flush=True,
+            )
+    inside = sum(abs(r - 1) <= estimate.ACCURACY for r in ratios)
+    print(f"{inside} of {len(ratios)} estimates within ±{estimate.ACCURACY:.0%} of the wall time")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -114,7 +137,15 @@ def main() -> int:
     )
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--no-twin", action="store_true", help="skip the from-scratch twins")
+    parser.add_argument(
+        "--reestimate",
+        metavar="JSON",
+        help="only measure this machine again and estimate the runs of an earlier --json "
+        "output (their workspaces must still exist), beside their measured wall times",
+    )
     args = parser.parse_args()
+    if args.reestimate:
+        return reestimate(Path(args.reestimate))
     flowers = Path(args.flowers).resolve()
     missing = [
         f"{b} alpha {a}" for b, a in BACKBONES if not imagenet_weights_status(b, a, 224).available

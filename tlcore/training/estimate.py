@@ -157,11 +157,18 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
     wide_epoch = timed(lambda: wide.fit(wx, wy, batch_size=32, epochs=1, verbose=0), 2)
     head_param_s = max(wide_epoch - epoch_s, 0.0) / (len(wx) * wide.count_params())
 
-    # Writing weights (the checkpoint at an improvement, the resume backup every epoch).
+    # Writing weights (the checkpoint at an improvement, the resume backup every epoch):
+    # a fixed cost per file plus a throughput, from two files of different sizes.
     with tempfile.TemporaryDirectory(prefix="tls-calibrate-") as folder:
-        target = Path(folder) / "probe.weights.h5"
-        save = timed(lambda: model.save_weights(target), 1)
-        save_bytes_s = target.stat().st_size / max(save, 1e-6)
+        small, big = Path(folder) / "small.weights.h5", Path(folder) / "big.weights.h5"
+        t_small = timed(lambda: model.save_weights(small), 1)
+        t_big = timed(lambda: wide.save_weights(big), 1)
+        sizes = small.stat().st_size, big.stat().st_size
+    if t_big > t_small and sizes[1] > sizes[0]:
+        save_bytes_s = (sizes[1] - sizes[0]) / (t_big - t_small)
+    else:
+        save_bytes_s = sizes[1] / max(t_big, 1e-6)
+    save_fixed_s = max(t_small - sizes[0] / save_bytes_s, 0.0)
 
     features = get_backbone(config.backbone).features_at(config.alpha)
     rows = 600
@@ -184,6 +191,7 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
         "flops": flops,
         "head_param_s": head_param_s,
         "save_bytes_s": save_bytes_s,
+        "save_fixed_s": save_fixed_s,
         "lr_fit_s": round(fit_s, 3),
         "lr_fit_rows": rows,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -333,6 +341,7 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
     else:
         head_step = 6.0 * head_params / speed["flops"]
     save_bytes_s = speed.get("save_bytes_s", 2e8)
+    save_fixed_s = speed.get("save_fixed_s", 0.05)
     total_params = spec.params_at(config.alpha) + head_params
     parts = {"start (TensorFlow, model)": speed["import_s"] + speed["build_s"] + 1.0}
     compute = 0.0
@@ -351,7 +360,7 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
         elif models.uses_feature_cache(config, phase):
             extract = (n_train + n_val) * forward
             # Each epoch also writes the resume backup: weights and Adam's two slots.
-            backup = (4 * total_params + 8 * head_params) / save_bytes_s
+            backup = save_fixed_s + (4 * total_params + 8 * head_params) / save_bytes_s
             epochs = phase.epochs * (
                 n_train * head_step + n_val * head_step / 3 + speed["epoch_overhead_s"] + backup
             )
@@ -368,7 +377,7 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
                 )
                 share = min(1.0, per_block / spec.num_blocks)
             step = forward + share * max(full_step - forward, 0.0) + head_step
-            backup = 12 * total_params / save_bytes_s
+            backup = save_fixed_s + 12 * total_params / save_bytes_s
             epochs = phase.epochs * (
                 n_train * step + n_val * forward + speed["epoch_overhead_s"] + backup
             )
