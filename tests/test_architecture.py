@@ -88,3 +88,25 @@ def test_the_web_server_renders_a_page_without_tensorflow(page, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "LOADED []" in done.stdout, done.stdout[-2000:]
+
+
+def test_every_strategy_has_one_row_of_facts():
+    from tlcore.config import STRATEGIES
+    from tlcore.model.strategies import STRATEGY_TABLE
+    from tlcore.training.sweep import SWEEP_STRATEGIES
+
+    assert tuple(STRATEGY_TABLE) == STRATEGIES
+    assert set(SWEEP_STRATEGIES) <= set(STRATEGIES)
+
+
+def test_a_phase_is_structured_data():
+    from tlcore.config import RunConfig
+    from tlcore.model.strategies import training_phases
+
+    config = RunConfig(dataset="d", strategy="two_phase", fine_tune_learning_rate=1e-5)
+    first, second = training_phases(config)
+    assert first.trains == "training the head on a frozen backbone"
+    assert second.trains == "fine-tuning the top 2 blocks of the backbone"
+    assert second.description == (
+        "phase 2 of 2: fine-tuning the top 2 blocks of the backbone at learning rate 1e-05"
+    )

@@ -8,12 +8,14 @@ append-only and flushed to disk per record.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 class StorageError(OSError):
@@ -35,8 +37,26 @@ def _explain(exc: OSError, path: Path) -> StorageError:
     return err
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in chunks (hex)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Writes ``data`` to ``path`` so that readers see the old file or the new, never half.
+
+    Raises:
+        StorageError: the disk is full or the folder is not writable; no temp file is left.
+    """
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Calls ``write(binary file)`` on a unique temporary sibling, then moves it into place.
+
+    Two processes writing the same path never share a temporary file; the last to finish
+    wins whole.
 
     Raises:
         StorageError: the disk is full or the folder is not writable; no temp file is left.
@@ -47,7 +67,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)

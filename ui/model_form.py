@@ -40,6 +40,7 @@ from tlcore.config import (
 )
 from tlcore.fileio import atomic_write_bytes
 from tlcore.model.registry import BACKBONES, BackboneSpec, get_backbone
+from tlcore.model.strategies import STRATEGY_TABLE
 from tlcore.model.weights import imagenet_weights_status
 from tlcore.store.workspace import Workspace
 from tlcore.training import kept_model, presets
@@ -114,28 +115,8 @@ WEIGHTS_LABELS = {
     "run": "Earlier run",
     "none": "None",
 }
-STRATEGY_TITLES = {
-    "feature_extraction": "Feature extraction",
-    "fine_tune_top": "Fine-tune the top",
-    "bias_only": "Bias-only",
-    "full_fine_tune": "Full fine-tuning",
-    "two_phase": "Two-phase",
-    "from_scratch": "From scratch",
-}
-STRATEGY_CAPTIONS = {
-    "feature_extraction": "Backbone frozen, only the new head trains. Fastest; the first "
-    "thing to try, especially with few images.",
-    "fine_tune_top": "The last N blocks (or layers) of the backbone train with the head. "
-    "Adapts high-level features when you have more data.",
-    "bias_only": "Backbone kernels frozen; only its biases and batch-norm offsets train "
-    "(BitFit). A tiny, cheap adaptation.",
-    "full_fine_tune": "Every layer trains, starting from the pretrained weights. Needs more "
-    "data and a small learning rate.",
-    "two_phase": "Head first on a frozen backbone, then the top N blocks at a lower learning "
-    "rate (fastai's fine_tune). Often the best.",
-    "from_scratch": "Same network, random weights, everything trains: the baseline that shows "
-    "what pretraining buys.",
-}
+STRATEGY_TITLES = {name: s.title for name, s in STRATEGY_TABLE.items()}
+STRATEGY_CAPTIONS = {name: s.caption for name, s in STRATEGY_TABLE.items()}
 POOLING_LABELS = {"avg": "Average", "max": "Max", "flatten": "Flatten"}
 FLIP_LABELS = {
     "none": "No flips",

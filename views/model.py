@@ -9,7 +9,6 @@ depend on the starting weights, which are loaded by the run itself, never silent
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -206,9 +205,8 @@ def _weights_text(config: RunConfig) -> str:
 
 
 def _phase_text(phase) -> str:
-    """What a phase trains, without its "phase i of n:" prefix or learning rate."""
-    text = phase.description.split(": ", 1)[-1]
-    return re.sub(r" at learning rate \S+$", "", text)
+    """What a phase trains (without where it stands or its learning rate)."""
+    return phase.trains
 
 
 def _summary(config: RunConfig, dataset, error: str | None, train_images: int) -> None:

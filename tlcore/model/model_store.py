@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlcore.fileio import atomic_write_json, read_json
+from tlcore.fileio import atomic_write_json, file_sha256, read_json
 from tlcore.store import run_layout, runs
 from tlcore.store.run_layout import MODEL_RECORD_FILE
 from tlcore.store.workspace import Workspace
@@ -117,12 +117,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(HASH_CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The SHA-256 of a file (`tlcore.fileio.file_sha256`)."""
+    return file_sha256(path)
 
 
 def record_path(model_path: str | os.PathLike) -> Path:

@@ -75,6 +75,81 @@ def image_size(config: RunConfig) -> int:
 
 
 @dataclass(frozen=True)
+class Strategy:
+    """What the studio says and does about one freezing strategy (`STRATEGY_TABLE`).
+
+    Attributes:
+        name: as in ``RunConfig.strategy``.
+        label: for headers, lists and charts.
+        title: the Model page's choice.
+        caption: one or two sentences under it.
+        in_sweep: one of the runs of a strategy sweep.
+    """
+
+    name: str
+    label: str
+    title: str
+    caption: str
+    in_sweep: bool
+
+
+STRATEGY_TABLE: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy(
+            "feature_extraction",
+            "Feature extraction",
+            "Feature extraction",
+            "Backbone frozen, only the new head trains. Fastest; the first thing to try, "
+            "especially with few images.",
+            True,
+        ),
+        Strategy(
+            "fine_tune_top",
+            "Fine-tune the top",
+            "Fine-tune the top",
+            "The last N blocks (or layers) of the backbone train with the head. Adapts "
+            "high-level features when you have more data.",
+            True,
+        ),
+        Strategy(
+            "bias_only",
+            "Bias-only fine-tuning",
+            "Bias-only",
+            "Backbone kernels frozen; only its biases and batch-norm offsets train (BitFit). "
+            "A tiny, cheap adaptation.",
+            True,
+        ),
+        Strategy(
+            "full_fine_tune",
+            "Full fine-tuning",
+            "Full fine-tuning",
+            "Every layer trains, starting from the pretrained weights. Needs more data and a "
+            "small learning rate.",
+            False,
+        ),
+        Strategy(
+            "two_phase",
+            "Two-phase",
+            "Two-phase",
+            "Head first on a frozen backbone, then the top N blocks at a lower learning rate "
+            "(fastai's fine_tune). Often the best.",
+            True,
+        ),
+        Strategy(
+            "from_scratch",
+            "From scratch (baseline)",
+            "From scratch",
+            "Same network, random weights, everything trains: the baseline that shows what "
+            "pretraining buys.",
+            True,
+        ),
+    )
+}
+STRATEGY_LABELS = {name: s.label for name, s in STRATEGY_TABLE.items()}
+
+
+@dataclass(frozen=True)
 class Phase:
     """One stretch of training with fixed trainable flags and learning rate.
 
@@ -83,7 +158,9 @@ class Phase:
         total: number of phases of the strategy.
         name: what trains: ``"feature_extraction"``, ``"fine_tune_top"``,
             ``"bias_only"``, ``"full_fine_tune"`` or ``"from_scratch"``.
-        description: for people, e.g. "phase 2 of 2: fine-tuning the top 2 blocks ...".
+        trains: what trains, for people: "fine-tuning the top 2 blocks of the backbone".
+        description: ``trains`` with where the phase stands and, for a second phase, its
+            learning rate: "phase 2 of 2: fine-tuning ... at learning rate 1e-05".
         epochs: epochs in this phase.
         learning_rate: learning rate for this phase.
         initial_epoch: epochs done before this phase (``fit(initial_epoch=...)``).
@@ -95,7 +172,7 @@ class Phase:
     index: int
     total: int
     name: str
-    description: str
+    trains: str
     epochs: int
     learning_rate: float
     initial_epoch: int = 0
@@ -103,6 +180,17 @@ class Phase:
     unfreeze_unit: str = "blocks"
     train_batchnorm: bool = False
     head_search: bool = False  # the head is chosen by cross-validation, not fitted by epochs
+    shows_learning_rate: bool = False
+
+    @property
+    def what(self) -> str:
+        """``trains``, with the learning rate when it differs from the run's first."""
+        rate = f" at learning rate {self.learning_rate:g}" if self.shows_learning_rate else ""
+        return f"{self.trains}{rate}"
+
+    @property
+    def description(self) -> str:
+        return f"phase {self.index} of {self.total}: {self.what}"
 
     @property
     def backbone_frozen(self) -> bool:
@@ -148,15 +236,14 @@ def training_phases(config: RunConfig) -> list[Phase]:
         plan = [(config.strategy, config.epochs, config.learning_rate)]
     phases, done = [], 0
     for i, (name, epochs, lr) in enumerate(plan, start=1):
-        text = what[name]
-        if config.strategy == "two_phase" and i == 2:
-            text = f"{top} at learning rate {lr:g}"
+        second = config.strategy == "two_phase" and i == 2
         phases.append(
             Phase(
                 index=i,
                 total=len(plan),
                 name=name,
-                description=f"phase {i} of {len(plan)}: {text}",
+                trains=top if second else what[name],
+                shows_learning_rate=second,
                 epochs=epochs,
                 learning_rate=lr,
                 initial_epoch=done,

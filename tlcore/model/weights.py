@@ -155,12 +155,9 @@ def imagenet_weights_status(
 def _file_matches_hash(path: Path, file_hash: str | None) -> bool:
     if not file_hash:
         return True
-    algorithm = hashlib.sha256 if len(file_hash) == 64 else hashlib.md5
-    digest = algorithm()
+    algorithm = "sha256" if len(file_hash) == 64 else "md5"  # Keras records either
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest() == file_hash
+        return hashlib.file_digest(fh, algorithm).hexdigest() == file_hash
 
 
 def fetch_imagenet_weights(backbone: str, alpha: float = 1.0, image_size: int = 0) -> Path:

@@ -61,7 +61,7 @@ def read_speeds(ws: Workspace) -> dict:
 
 def measured_speed(ws: Workspace, config: RunConfig) -> dict | None:
     """This machine's calibration for the config's backbone, width, size and batch."""
-    from tlcore.model.models import image_size
+    from tlcore.model.strategies import image_size
 
     entry = read_speeds(ws).get(speed_key(config, image_size(config)))
     return entry if isinstance(entry, dict) and entry.get("forward_ips") else None
@@ -232,7 +232,7 @@ def start_calibration(ws: Workspace, config: RunConfig) -> None:
     import subprocess
     import sys
 
-    from tlcore.model.models import image_size
+    from tlcore.model.strategies import image_size
 
     if os.environ.get(AUTO_CALIBRATE_ENV, "1") == "0":
         return
@@ -257,7 +257,7 @@ def start_calibration(ws: Workspace, config: RunConfig) -> None:
 
 
 def is_calibrating(ws: Workspace, config: RunConfig) -> bool:
-    from tlcore.model.models import image_size
+    from tlcore.model.strategies import image_size
 
     marker = ws.cache_dir / f".calibrating-{speed_key(config, image_size(config))}"
     return (
@@ -299,11 +299,11 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
         ``{"total_seconds", "parts": {name: seconds}, "measured": bool, "basis"}``.
     """
     from tlcore.data import datasets
-    from tlcore.model import models
+    from tlcore.model import strategies  # the pure half of the model: no Keras here
     from tlcore.model.registry import get_backbone
 
-    spec = models.validate_model_config(config)
-    size = models.image_size(config)
+    spec = strategies.validate_model_config(config)
+    size = strategies.image_size(config)
     dataset = dataset or datasets.load_dataset(ws, config.dataset)
     n_train, n_val, n_test = (len(dataset.items(s)) for s in ("train", "val", "test"))
     speed = measured_speed(ws, config)
@@ -345,7 +345,7 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
     total_params = spec.params_at(config.alpha) + head_params
     parts = {"start (TensorFlow, model)": speed["import_s"] + speed["build_s"] + 1.0}
     compute = 0.0
-    for phase in models.training_phases(config):
+    for phase in strategies.training_phases(config):
         if phase.head_search:
             pool = n_train + (n_val if n_test else 0)
             extract = 2 * pool * forward
@@ -357,7 +357,7 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
             parts["features, both views"] = extract
             parts["cross-validated head"] = fits
             compute += extract + fits
-        elif models.uses_feature_cache(config, phase):
+        elif strategies.uses_feature_cache(config, phase):
             extract = (n_train + n_val) * forward
             # Each epoch also writes the resume backup: weights and Adam's two slots.
             backup = save_fixed_s + (4 * total_params + 8 * head_params) / save_bytes_s

@@ -11,28 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from tlcore.config import RunConfig
-from tlcore.fileio import atomic_write_json
+from tlcore.fileio import atomic_write, atomic_write_json, file_sha256
 from tlcore.store.workspace import Workspace
 
 FEATURES_FILE = "features.npy"
 LABELS_FILE = "labels.npy"
 META_FILE = "meta.json"
 CACHE_FORMAT = 1
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_identity(config: RunConfig, run_model_path: Path | None = None) -> str:
@@ -45,9 +36,9 @@ def weights_identity(config: RunConfig, run_model_path: Path | None = None) -> s
     if kind == "none":
         return f"random-seed{config.seed}"
     if kind == "file":
-        return f"file-{_file_sha256(Path(config.weights_ref))}"
+        return f"file-{file_sha256(Path(config.weights_ref))}"
     if kind == "run":
-        return f"run-{_file_sha256(Path(run_model_path))}" if run_model_path else "run-?"
+        return f"run-{file_sha256(Path(run_model_path))}" if run_model_path else "run-?"
     return "imagenet"
 
 
@@ -71,12 +62,7 @@ def cache_key(
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.save(fh, array))
 
 
 def load_or_compute(

@@ -24,23 +24,23 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from tlcore.model.strategies import STRATEGY_LABELS as STRATEGY_TABLE_LABELS
+
 METRIC_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # How many recent epochs of the current phase estimate the time of the epochs still to run.
 ETA_WINDOW_EPOCHS = 3
 
-# What each freezing strategy does, in words, for headers and tables.
-STRATEGY_LABELS = {
-    "feature_extraction": "Feature extraction",
-    "fine_tune_top": "Fine-tune",
-    "bias_only": "Bias-only fine-tuning",
-    "full_fine_tune": "Full fine-tuning",
-    "two_phase": "Two-phase",
-    "from_scratch": "From scratch (baseline)",
-}
+# What each freezing strategy is called, for headers and tables (the one table of them).
+STRATEGY_LABELS = STRATEGY_TABLE_LABELS
 
-# A description may already say where it stands ("phase 2 of 2: fine-tuning ..."; see
-# tlcore.model.models.training_phases); the summary keeps only what the phase trains.
-_PHASE_PREFIX = re.compile(r"^\s*phase\s+\d+\s+of\s+\d+\s*[:·—–-]?\s*", re.IGNORECASE)
+# Logs written before phases recorded ``what`` (tlcore.model.strategies.Phase.what) have
+# only the whole description ("phase 2 of 2: fine-tuning ..."): its prefix is cut.
+_LEGACY_PHASE_PREFIX = re.compile(r"^\s*phase\s+\d+\s+of\s+\d+\s*[:·—–-]?\s*", re.IGNORECASE)
+
+
+def _legacy_what(event: dict) -> str:
+    return _LEGACY_PHASE_PREFIX.sub("", str(event.get("description") or ""))
+
 
 # Stages of a run as seen from its log.
 WAITING, TRAINING, ENDED = "waiting", "training", "ended"
@@ -236,7 +236,7 @@ def summarize_progress(events: list[dict], *, total_epochs: int | None = None) -
             info = PhaseInfo(
                 index=index,
                 phases=_int(event.get("phases")) or 1,
-                description=_PHASE_PREFIX.sub("", str(event.get("description") or "")),
+                description=str(event.get("what") or _legacy_what(event)),
                 epochs=_int(event.get("epochs")),
             )
             phases[index] = info

@@ -30,17 +30,12 @@ from tlcore.config import RunConfig
 from tlcore.evaluation import compare, evaluate, stats
 from tlcore.evaluation.compare import EXTRA_BASELINE_OF, find_baseline
 from tlcore.fileio import atomic_write_json, read_json
+from tlcore.model.strategies import STRATEGY_TABLE
 from tlcore.store import jobs, runs
 from tlcore.store.workspace import Workspace
 
 SWEEPS_DIR = "sweeps"
-SWEEP_STRATEGIES = (
-    "feature_extraction",
-    "fine_tune_top",
-    "bias_only",
-    "two_phase",
-    "from_scratch",
-)
+SWEEP_STRATEGIES = tuple(name for name, s in STRATEGY_TABLE.items() if s.in_sweep)
 EXTRA_SWEEP = "sweep"
 EXTRA_ROLE = "sweep_role"
 

@@ -55,10 +55,19 @@ def _best_so_far(run_dir: Path) -> tuple | None:
 
 
 def class_weights(labels, num_classes: int) -> dict[int, float]:
-    """scikit-learn's 'balanced' rule: n_samples / (n_classes * count_of_class)."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    total = counts.sum()
-    return {c: float(total / (num_classes * n)) if n else 0.0 for c, n in enumerate(counts)}
+    """scikit-learn's 'balanced' rule: n_samples / (n_classes * count_of_class).
+
+    A class with no training image gets weight 0 (it has nothing to weigh).
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels, dtype=np.int64)
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    # sklearn divides by the classes present; the studio's rule counts every class.
+    scale = len(present) / num_classes
+    found = {int(c): float(w) * scale for c, w in zip(present, weights, strict=True)}
+    return {c: found.get(c, 0.0) for c in range(num_classes)}
 
 
 def make_optimizer(config: RunConfig, learning_rate: float, steps_total: int):
@@ -194,6 +203,7 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
             phase=phase.index,
             phases=len(phases),
             description=phase.description,
+            what=phase.what,
             epochs=phase.epochs,
             feature_cache=models.uses_feature_cache(config, phase),
         )
