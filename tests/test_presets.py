@@ -2,8 +2,9 @@
 
 import pytest
 
-from tlcore import cli, presets
+from tlcore import cli
 from tlcore.config import RunConfig
+from tlcore.training import presets
 
 
 def test_a_new_run_is_the_recommended_recipe():
@@ -40,7 +41,7 @@ def test_the_presets_are_the_published_recipes():
 
 
 def test_cli_train_takes_a_preset_and_overrides_after_it(ws, tiny_dataset, monkeypatch):
-    from tlcore import jobs
+    from tlcore.store import jobs
 
     monkeypatch.setattr(jobs, "schedule", lambda ws: [])
     parser = cli.build_parser()
