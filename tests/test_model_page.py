@@ -19,7 +19,7 @@ from tlcore.config import RunConfig
 from tlcore.model import models
 from tlcore.model.weights import save_backbone_weights
 from tlcore.store import jobs, runs
-from ui import model_form as form
+from ui import model_state as form_state
 
 TIMEOUT_S = 180
 PAGE = "views/model.py"
@@ -355,26 +355,26 @@ def test_state_round_trips_every_field():
         mixed_precision="on",
         distribution="one_device",
     )
-    state = form.state_from_config(config.to_dict())
-    assert form.config_from_state(state).to_dict() == config.to_dict()
+    state = form_state.state_from_config(config.to_dict())
+    assert form_state.config_from_state(state).to_dict() == config.to_dict()
     assert json.loads(config.to_json())["weights"] == "file:/tmp/w.weights.h5"
 
 
 def test_dense_units_text():
-    assert form.parse_dense_units("") == ()
-    assert form.parse_dense_units(" 256, 128 ,") == (256, 128)
+    assert form_state.parse_dense_units("") == ()
+    assert form_state.parse_dense_units(" 256, 128 ,") == (256, 128)
     with pytest.raises(ValueError, match=r"dense_units.*Received: dense_units='2x'"):
-        form.parse_dense_units("2x")
+        form_state.parse_dense_units("2x")
 
 
 def test_uploaded_weights_are_stored_by_content_and_checked(ws):
     data = b"\x89HDF\r\n\x1a\n" + b"\0" * 100
-    path = form.save_uploaded_weights(ws, "My Net.weights.h5", data)
+    path = form_state.save_uploaded_weights(ws, "My Net.weights.h5", data)
     assert path.parent == ws.root / "weights" and path.name.endswith(".weights.h5")
     assert path.read_bytes() == data
-    assert form.save_uploaded_weights(ws, "other-name.weights.h5", data) == path
-    assert form.save_uploaded_weights(ws, "legacy.h5", data).name.endswith(".h5")
+    assert form_state.save_uploaded_weights(ws, "other-name.weights.h5", data) == path
+    assert form_state.save_uploaded_weights(ws, "legacy.h5", data).name.endswith(".h5")
     with pytest.raises(ValueError, match="not an HDF5 file"):
-        form.save_uploaded_weights(ws, "fake.h5", b"PK\x03\x04 a zip")
+        form_state.save_uploaded_weights(ws, "fake.h5", b"PK\x03\x04 a zip")
     with pytest.raises(ValueError, match=r"must end in .weights.h5, .h5 or .hdf5"):
-        form.save_uploaded_weights(ws, "weights.pkl", data)
+        form_state.save_uploaded_weights(ws, "weights.pkl", data)

@@ -112,3 +112,12 @@ def show_flash(key: str) -> None:
         st.success(message, icon=":material/check_circle:")
     elif kind == "info":
         st.info(message, icon=":material/info:")
+
+
+def section(title: str, icon: str, caption: str | None = None):
+    """A bordered container with a heading; use as ``with section(...):``."""
+    box = st.container(border=True)
+    box.markdown(f"**{icon} {title}**")
+    if caption:
+        box.caption(caption)
+    return box

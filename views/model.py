@@ -25,6 +25,7 @@ from tlcore.store import jobs, runs
 from tlcore.training import estimate
 from tlcore.training.progress import format_duration, strategy_label
 from ui import model_form as form
+from ui import model_state as form_state
 from ui.charts import CHART_CONFIG, GRID_COLOR, TRAIN_COLOR, VAL_COLOR
 from ui.common import PAGES, empty_state, fact_tile, page_header, workspace
 
@@ -175,7 +176,7 @@ def _dataset(ws, name: str):
 def _validate(ws, dataset) -> tuple[RunConfig | None, str | None]:
     """The config and, when it cannot run, why (field and value named)."""
     try:
-        config = form.config_from_state(st.session_state)
+        config = form_state.config_from_state(st.session_state)
         strategies.validate_model_config(config, len(dataset.classes))
     except ValueError as exc:
         return None, str(exc)
@@ -189,7 +190,7 @@ def _validate(ws, dataset) -> tuple[RunConfig | None, str | None]:
         checked = _preview(config, len(dataset.classes))
         problem = checked.get("weights_problem") if checked else None
         if problem:
-            return config, problem.replace(path.name, form.weights_file_name(str(path)))
+            return config, problem.replace(path.name, form_state.weights_file_name(str(path)))
     return config, None
 
 
@@ -198,7 +199,7 @@ def _weights_text(config: RunConfig) -> str:
     if kind == "imagenet":
         return "ImageNet weights"
     if kind == "file":
-        return f"weights from `{form.weights_file_name(config.weights_ref)}`"
+        return f"weights from `{form_state.weights_file_name(config.weights_ref)}`"
     if kind == "run":
         return f"backbone of run `{config.weights_ref}`"
     return "random weights"
@@ -240,8 +241,9 @@ def _summary(config: RunConfig, dataset, error: str | None, train_images: int) -
         if error:
             st.error(f"**This configuration cannot run.** {error}", icon=":material/error:")
         elif config.weights_kind == "file":
+            name = form_state.weights_file_name(config.weights_ref)
             st.caption(
-                f":material/check_circle: `{form.weights_file_name(config.weights_ref)}` fits "
+                f":material/check_circle: `{name}` fits "
                 f"{spec.display_name}{width}: its weights load into the backbone."
             )
         elif config.weights_kind == "imagenet":
@@ -289,7 +291,7 @@ def _load_configuration() -> None:
     uploaded = st.file_uploader("Configuration file (.json)", type=["json"], key="mf_load")
     if uploaded is not None and st.button("Apply", icon=":material/check:", key="mf_apply"):
         try:
-            form.apply_loaded_config(uploaded.getvalue().decode("utf-8", errors="replace"))
+            form_state.apply_loaded_config(uploaded.getvalue().decode("utf-8", errors="replace"))
         except ValueError as exc:
             st.error(f"**This file is not a run configuration.** {exc}", icon=":material/error:")
             return
@@ -522,8 +524,8 @@ def _right_column() -> None:
     train_images = int(dataset.split_sizes().get("train", 0))
     config, error = _validate(ws, dataset)
     if config is not None and not error:
-        st.session_state[form.RUN_CONFIG_KEY] = config.to_dict()
-        st.session_state[form.APPLIED_KEY] = config.to_dict()
+        st.session_state[form_state.RUN_CONFIG_KEY] = config.to_dict()
+        st.session_state[form_state.APPLIED_KEY] = config.to_dict()
     _summary(config, dataset, error, train_images)
     if config is None:
         st.info(
@@ -583,8 +585,8 @@ if not summaries:
     )
 else:
     names = list(summaries)
-    form.seed_state(st.session_state, names)
-    form.normalize_state(st.session_state, names)
+    form_state.seed_state(st.session_state, names)
+    form_state.normalize_state(st.session_state, names)
     finished = [
         r
         for r in runs.list_runs(ws)
