@@ -1,0 +1,590 @@
+"""Importing datasets: from a folder, a zip, files per class, the demo set or a Keras
+dataset, through one path that writes a staging folder and publishes it in one step.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import time
+import unicodedata
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from tlcore.data import archives, demo_data
+from tlcore.data.catalog import (
+    _UNSAFE_NAME_CHARS,
+    ID_HASH_CHARS,
+    IMAGES_DIR,
+    ITEMS_FILE,
+    MANIFEST_FILE,
+    MAX_FILE_NAME_CHARS,
+    PROGRESS_STEPS,
+    REPORT_FILE,
+    STAGING_PREFIX,
+    STALE_STAGING_SECONDS,
+    Dataset,
+    DatasetError,
+    DatasetReport,
+    ImportOptions,
+    Progress,
+    _find_by_content_hash,
+    _find_by_source,
+    _scaled,
+    _slugify,
+    _Source,
+    _unique_name,
+    _update_index,
+)
+from tlcore.data.checks import (
+    _assign_splits,
+    _check_classes,
+    _check_name,
+    _content_hash,
+    _probe_all,
+    _skip_record,
+)
+from tlcore.data.dataset_report import _build_manifest, _build_report
+from tlcore.data.scan import _Candidate, _check_class_name, _Kept, _Scan, _scan_folder
+from tlcore.fileio import atomic_write_bytes, atomic_write_json, read_json
+from tlcore.store.workspace import Workspace
+
+# ----------------------------------------------------------------------------------------
+# Public import functions
+
+
+def import_folder(
+    ws: Workspace,
+    src_path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    options: ImportOptions = ImportOptions(),
+    progress: Progress | None = None,
+) -> Dataset:
+    """Imports a folder of class folders (``cats/*.jpg``, ``dogs/*.jpg``).
+
+    The layout may be wrapped in one folder (``pets/cats/...``), images may sit at any depth
+    inside a class folder, and ``train``/``val``/``test`` folders (also ``valid``,
+    ``validation``) holding class folders are honoured as given: a missing val or test split
+    is carved from train. Files that are not usable images are skipped and listed.
+
+    Args:
+        ws: the workspace.
+        src_path: the folder to import.
+        name: the dataset's name; default: the folder's name.
+        options: split and check settings; default `ImportOptions()`.
+        progress: called as ``progress(fraction, message)``.
+
+    Returns:
+        The new dataset, or the existing one with the same content (``already_existed``).
+
+    Raises:
+        DatasetError: the folder is missing, has no class folders, fewer than two classes,
+            a class with no or too few images, or a class with no training images.
+    """
+    root = Path(src_path).expanduser()
+    if not root.exists():
+        raise DatasetError(f"The folder {root} does not exist. Check the path.")
+    if not root.is_dir():
+        raise DatasetError(
+            f"{root} is a file, not a folder. To import a zip, use the zip import instead."
+        )
+    root = root.resolve()
+    source = _Source(
+        kind="folder", path=str(root), mode=options.mode, owns_files=False, label=str(root)
+    )
+    with _staging_dir(ws) as staging:
+        scan = _scan_folder(root, source.label)
+        return _import_scanned(ws, staging, scan, name or root.name, source, options, progress)
+
+
+def import_zip(
+    ws: Workspace,
+    zip_path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    options: ImportOptions = ImportOptions(),
+    progress: Progress | None = None,
+) -> Dataset:
+    """Imports a zip of class folders, extracted with every member checked first.
+
+    Accepts the layouts of `import_folder`. The images are always copied (``options.mode``
+    is ignored): the zip's extraction is removed afterwards.
+
+    Args:
+        ws: the workspace.
+        zip_path: the archive.
+        name: the dataset's name; default: the zip's file name without ``.zip``.
+        options: split and check settings; default `ImportOptions()`.
+        progress: called as ``progress(fraction, message)``.
+
+    Returns:
+        The new dataset, or the existing one with the same content (``already_existed``).
+
+    Raises:
+        DatasetError: the file is not a zip, is empty, is refused as unsafe, or its images do
+            not form a valid dataset (see `import_folder`).
+    """
+    zip_path = Path(zip_path).expanduser()
+    if not zip_path.is_file():
+        raise DatasetError(f"The zip {zip_path} does not exist. Check the path.")
+    source = _Source(
+        kind="zip", path=str(zip_path.resolve()), mode="copy", owns_files=True, label=zip_path.name
+    )
+    with _staging_dir(ws) as staging:
+        extracted = staging / "source"
+        try:
+            archives.safe_extract_zip(zip_path, extracted, progress=_scaled(progress, 0.0, 0.3))
+        except archives.ArchiveError as exc:
+            raise DatasetError(str(exc)) from exc
+        scan = _scan_folder(extracted, zip_path.name)
+        return _import_scanned(
+            ws,
+            staging,
+            scan,
+            name or zip_path.stem,
+            source,
+            options,
+            _scaled(progress, 0.3, 1.0),
+        )
+
+
+def import_class_files(
+    ws: Workspace,
+    files: dict[str, list[tuple[str, bytes]]],
+    *,
+    name: str,
+    options: ImportOptions = ImportOptions(),
+    progress: Progress | None = None,
+) -> Dataset:
+    """Imports images uploaded per class, e.g. from the Dataset page.
+
+    Args:
+        ws: the workspace.
+        files: ``{class_name: [(file_name, file_bytes), ...]}``.
+        name: the dataset's name (required).
+        options: split and check settings (``mode`` is ignored: uploads are copied).
+        progress: called as ``progress(fraction, message)``.
+
+    Returns:
+        The new dataset, or the existing one with the same content (``already_existed``).
+
+    Raises:
+        DatasetError: a class name is empty, repeated or contains a slash; a class has no or
+            too few images; fewer than two classes.
+    """
+    if not name or not str(name).strip():
+        raise DatasetError("Give the dataset a name.")
+    candidates: list[_Candidate] = []
+    class_names: set[str] = set()
+    for raw_class, entries in files.items():
+        class_name = _check_class_name(raw_class)
+        if class_name in class_names:
+            raise DatasetError(f"The class {class_name!r} is given twice; merge its images.")
+        class_names.add(class_name)
+        for file_name, data in entries:
+            base = Path(str(file_name).replace("\\", "/")).name or "image"
+            candidates.append(_Candidate(f"{class_name}/{base}", class_name, None, None, data))
+    source = _Source(kind="upload", path=None, mode="copy", owns_files=False, label="the upload")
+    scan = _Scan(candidates, [], [], class_names, given_splits=())
+    with _staging_dir(ws) as staging:
+        return _import_scanned(ws, staging, scan, name, source, options, progress)
+
+
+def import_demo(ws: Workspace, progress: Progress | None = None) -> Dataset:
+    """Imports the built-in demo dataset (see `tlcore.data.demo_data`): no download needed.
+
+    Importing it again returns the existing dataset (``already_existed=True``) without
+    drawing the images again.
+    """
+    source = _Source(
+        kind="demo",
+        path=None,
+        mode="copy",
+        owns_files=True,
+        label="the demo dataset",
+        extra={"demo_version": demo_data.DEMO_VERSION},
+    )
+    existing = _find_by_source(ws, source)
+    if existing is not None:
+        return existing
+    with _staging_dir(ws) as staging:
+        drawn = staging / "source"
+        demo_data.write_demo_images(drawn, progress=_scaled(progress, 0.0, 0.4))
+        scan = _scan_folder(drawn, source.label)
+        return _import_scanned(
+            ws,
+            staging,
+            scan,
+            demo_data.DEMO_NAME,
+            source,
+            ImportOptions(),
+            _scaled(progress, 0.4, 1.0),
+        )
+
+
+@dataclass(frozen=True)
+class _KerasDataset:
+    title: str
+    classes: tuple[str, ...]
+    cache_files: tuple[str, ...]  # where Keras looks, relative to ~/.keras/datasets
+    url: str
+
+
+KERAS_DATASETS: dict[str, _KerasDataset] = {
+    "cifar10": _KerasDataset(
+        "CIFAR-10",
+        (
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ),
+        ("cifar-10-batches-py-target_archive",),
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    ),
+    "mnist": _KerasDataset(
+        "MNIST",
+        tuple(str(d) for d in range(10)),
+        ("mnist.npz",),
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
+    ),
+    "fashion_mnist": _KerasDataset(
+        "Fashion-MNIST",
+        (
+            "T-shirt_top",  # Keras calls it "T-shirt/top"; a slash cannot name a folder
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        tuple(
+            f"fashion-mnist/{f}"
+            for f in (
+                "train-labels-idx1-ubyte.gz",
+                "train-images-idx3-ubyte.gz",
+                "t10k-labels-idx1-ubyte.gz",
+                "t10k-images-idx3-ubyte.gz",
+            )
+        ),
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+    ),
+}
+
+
+def import_keras_dataset(
+    ws: Workspace,
+    which: str,
+    *,
+    max_per_class: int | None = None,
+    options: ImportOptions = ImportOptions(),
+    progress: Progress | None = None,
+) -> Dataset:
+    """Imports CIFAR-10, MNIST or Fashion-MNIST through ``keras.datasets`` (downloads once).
+
+    The Keras train and test sets become the train and test splits; val is carved from
+    train. Class names are sorted, so label numbers may differ from Keras' own.
+
+    Args:
+        ws: the workspace.
+        which: 'cifar10', 'mnist' or 'fashion_mnist'.
+        max_per_class: keep at most this many images per class (train and test together,
+            in their original proportion); default all.
+        options: split and check settings (``mode`` is ignored).
+        progress: called as ``progress(fraction, message)``.
+
+    Raises:
+        DatasetError: ``which`` is unknown, ``max_per_class`` is not positive, or the data
+            cannot be downloaded (with where to put the file by hand).
+    """
+    spec = KERAS_DATASETS.get(which)
+    if spec is None:
+        raise DatasetError(
+            f"Unknown Keras dataset {which!r}. Choose one of: {', '.join(KERAS_DATASETS)}."
+        )
+    if max_per_class is not None and (not isinstance(max_per_class, int) or max_per_class < 1):
+        raise DatasetError(
+            f"max_per_class must be a positive integer. Received: max_per_class={max_per_class!r}"
+        )
+    source = _Source(
+        kind="keras",
+        path=None,
+        mode="copy",
+        owns_files=True,
+        label=spec.title,
+        extra={"which": which, "max_per_class": max_per_class},
+    )
+    existing = _find_by_source(ws, source)
+    if existing is not None:
+        return existing
+    report = _scaled(progress, 0.0, 0.4)
+    if report is not None:
+        report(0.0, f"Loading {spec.title}")
+    (x_train, y_train), (x_test, y_test) = _load_keras_arrays(which, spec)
+    title = spec.title if max_per_class is None else f"{spec.title} ({max_per_class} per class)"
+    with _staging_dir(ws) as staging:
+        written = staging / "source"
+        train_cap, test_cap = _keras_caps(max_per_class, len(y_train), len(y_test))
+        _write_keras_split(
+            written / "train", x_train, y_train, spec, train_cap, _scaled(report, 0.0, 0.8)
+        )
+        _write_keras_split(
+            written / "test", x_test, y_test, spec, test_cap, _scaled(report, 0.8, 1.0)
+        )
+        scan = _scan_folder(written, spec.title)
+        return _import_scanned(
+            ws, staging, scan, title, source, options, _scaled(progress, 0.4, 1.0)
+        )
+
+
+# ----------------------------------------------------------------------------------------
+# Internals: writing
+
+
+@contextmanager
+def _staging_dir(ws: Workspace) -> Iterator[Path]:
+    """A hidden folder for one import; removed at the end, whatever happens."""
+    ws.datasets_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(ws)
+    staging = ws.datasets_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_stale_staging(ws: Workspace) -> None:
+    # An import killed mid-way leaves its staging folder; nobody else will ever remove it.
+    cutoff = time.time() - STALE_STAGING_SECONDS
+    for folder in ws.datasets_dir.glob(f"{STAGING_PREFIX}*"):
+        try:
+            if folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _publish(
+    ws: Workspace,
+    staging: Path,
+    kept: list[_Kept],
+    manifest: dict[str, Any],
+    report: DatasetReport,
+    source: _Source,
+    progress: Progress | None,
+) -> Dataset:
+    """Writes the dataset into ``staging/dataset`` and renames it into place in one step."""
+    building = staging / "dataset"
+    building.mkdir()
+    records = _store_images(building, kept, source, progress)
+    lines = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+    atomic_write_bytes(building / ITEMS_FILE, lines.encode("utf-8"))
+    atomic_write_json(building / REPORT_FILE, report.to_dict())
+    atomic_write_json(building / MANIFEST_FILE, manifest)
+    final = ws.dataset_dir(manifest["id"])
+    try:
+        os.rename(building, final)
+    except OSError:
+        if final.exists():  # the same content was imported meanwhile by someone else
+            return Dataset(final, read_json(final / MANIFEST_FILE), already_existed=True)
+        raise
+    _update_index("record_dataset", ws, manifest)
+    if progress is not None:
+        progress(1.0, f"Imported {manifest['num_images']} images")
+    return Dataset(final, manifest)
+
+
+def _store_images(
+    building: Path, kept: list[_Kept], source: _Source, progress: Progress | None
+) -> list[dict[str, Any]]:
+    folders = _class_folders(sorted({k.candidate.class_name for k in kept}))
+    used_names: dict[Path, set[str]] = defaultdict(set)
+    every = max(1, len(kept) // PROGRESS_STEPS)
+    records = []
+    for index, k in enumerate(kept):
+        if source.mode == "index":
+            stored = str(k.candidate.path)
+        else:
+            folder = Path(IMAGES_DIR, k.split, folders[k.candidate.class_name])
+            file_name = _unique_file_name(k.candidate.rel_path, used_names[folder])
+            _transfer(k.candidate, building / folder / file_name, move=source.owns_files)
+            stored = (folder / file_name).as_posix()
+        records.append(_item_record(k, stored))
+        if progress is not None and (index % every == 0 or index + 1 == len(kept)):
+            progress((index + 1) / len(kept), f"Stored {k.candidate.rel_path}")
+    return records
+
+
+def _item_record(k: _Kept, stored_path: str) -> dict[str, Any]:
+    return {
+        "path": stored_path,
+        "class": k.candidate.class_name,
+        "split": k.split,
+        "sha256": k.sha256,
+        "width": k.info.width,
+        "height": k.info.height,
+        "mode": k.info.mode,
+        "format": k.info.format,
+    }
+
+
+def _class_folders(classes: list[str]) -> dict[str, str]:
+    """A distinct, portable folder name for each class (the class name where possible)."""
+    folders: dict[str, str] = {}
+    taken: set[str] = set()
+    for class_name in classes:
+        base = _safe_file_name(class_name) or "class"
+        folder, n = base, 1
+        while folder.casefold() in taken:
+            n += 1
+            folder = f"{base}-{n}"
+        taken.add(folder.casefold())
+        folders[class_name] = folder
+    return folders
+
+
+def _unique_file_name(rel_path: str, used: set[str]) -> str:
+    """The file's own name, made portable and distinct within its folder (``a-2.jpg``)."""
+    name = _safe_file_name(rel_path.rsplit("/", 1)[-1]) or "image"
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem:
+        stem, suffix = name, ""
+    suffix = f".{suffix}" if suffix else ""
+    stem = stem[: MAX_FILE_NAME_CHARS - len(suffix)]
+    candidate, n = stem + suffix, 1
+    while candidate.casefold() in used:  # casefold: the workspace may move to macOS/Windows
+        n += 1
+        candidate = f"{stem}-{n}{suffix}"
+    used.add(candidate.casefold())
+    return candidate
+
+
+def _safe_file_name(name: str) -> str:
+    cleaned = _UNSAFE_NAME_CHARS.sub("_", unicodedata.normalize("NFC", name)).strip().rstrip(".")
+    return cleaned.lstrip(".")
+
+
+def _transfer(candidate: _Candidate, target: Path, *, move: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if candidate.data is not None:
+        target.write_bytes(candidate.data)
+    elif move:
+        os.replace(candidate.path, target)
+    else:
+        shutil.copyfile(candidate.path, target)
+
+
+# ----------------------------------------------------------------------------------------
+# Internals: Keras datasets
+
+
+def _keras_datasets_dir() -> Path:
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "datasets"
+
+
+def _load_keras_arrays(which: str, spec: _KerasDataset):
+    module = importlib.import_module(f"keras.datasets.{which}")
+    try:
+        return module.load_data()
+    except Exception as exc:  # Keras raises a bare Exception for a failed download
+        folder = _keras_datasets_dir()
+        files = ", ".join(str(folder / f) for f in spec.cache_files)
+        raise DatasetError(
+            f"Could not download {spec.title}: this machine has no internet access or the "
+            f"download failed ({exc}). Download it elsewhere from {spec.url} and put the "
+            f"file(s) at {files}, or import a zip of class folders instead."
+        ) from exc
+
+
+def _keras_caps(
+    max_per_class: int | None, n_train: int, n_test: int
+) -> tuple[int | None, int | None]:
+    """Per-class caps for train and test that keep Keras' train/test proportion."""
+    if max_per_class is None:
+        return None, None
+    test_cap = max(1, round(max_per_class * n_test / max(n_train + n_test, 1)))
+    return max(1, max_per_class - test_cap), test_cap
+
+
+def _write_keras_split(
+    folder: Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    spec: _KerasDataset,
+    cap: int | None,
+    progress: Progress | None,
+) -> None:
+    """Writes ``folder/<class>/<index>.png`` for the first ``cap`` images of each class."""
+    labels = np.asarray(y).reshape(-1)
+    written: Counter[int] = Counter()
+    every = max(1, len(labels) // PROGRESS_STEPS)
+    for index, (pixels, label) in enumerate(zip(x, labels, strict=True)):
+        label = int(label)
+        if cap is None or written[label] < cap:
+            class_dir = folder / spec.classes[label]
+            class_dir.mkdir(parents=True, exist_ok=True)
+            image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
+            image.save(class_dir / f"{index:05d}.png")
+            written[label] += 1
+        if progress is not None and (index + 1) % every == 0:
+            progress((index + 1) / len(labels), f"Wrote {folder.name} image {index + 1}")
+
+
+def _import_scanned(
+    ws: Workspace,
+    staging: Path,
+    scan: _Scan,
+    name: str,
+    source: _Source,
+    options: ImportOptions,
+    progress: Progress | None,
+) -> Dataset:
+    name = _check_name(name)
+    probed = _probe_all(scan.candidates, options.max_image_pixels, _scaled(progress, 0.0, 0.7))
+    usable = [p for p in probed if p.error is None]
+    skipped = scan.skipped + [_skip_record(p) for p in probed if p.error is not None]
+    _check_classes(scan, usable, skipped, options, source.label)
+    kept, split_notes = _assign_splits(usable, scan.given_splits, options)
+    content_hash = _content_hash(kept)
+    existing = _find_by_content_hash(ws, content_hash)
+    if existing is not None:
+        if progress is not None:
+            progress(1.0, f"These images are already imported as {existing.name!r}")
+        return existing
+    warnings = list(scan.warnings) + split_notes
+    final_name = _unique_name(ws, name)
+    if final_name != name:
+        warnings.append(
+            f"A dataset named {name!r} already exists with different images; "
+            f"this one is named {final_name!r}."
+        )
+    dataset_id = f"{_slugify(final_name)}-{content_hash[:ID_HASH_CHARS]}"
+    classes = sorted({k.candidate.class_name for k in kept})
+    report = _build_report(classes, kept, skipped, warnings, options)
+    manifest = _build_manifest(
+        dataset_id, final_name, content_hash, classes, kept, source, options, scan.given_splits
+    )
+    return _publish(ws, staging, kept, manifest, report, source, _scaled(progress, 0.7, 1.0))
