@@ -10,6 +10,7 @@ ImageNet weights are "on this machine" never depends on the machine running the 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -64,10 +65,20 @@ def open_model_page() -> AppTest:
     return at
 
 
+def settle(at: AppTest, timeout_s: float = 120) -> AppTest:
+    """Waits for the architecture preview the page asked for (built in its own process)."""
+    deadline = time.monotonic() + timeout_s
+    while "Building the architecture preview" in texts(at):
+        assert time.monotonic() < deadline, "the preview was not built in time"
+        time.sleep(0.5)
+        at.run()
+    return at
+
+
 def small_cnn(at: AppTest, size: int = 32) -> AppTest:
     at.selectbox(key="mf_backbone").set_value("SmallCNN").run()
     at.number_input(key="mf_image_size").set_value(size).run()
-    return at
+    return settle(at)
 
 
 def metrics(at: AppTest) -> dict[str, str]:
@@ -106,11 +117,11 @@ def test_without_datasets_says_import_one_first(ws):
 def test_switching_strategy_changes_the_trainable_parameters(ws, tiny_dataset):
     at = small_cnn(open_model_page())
     head_only, total = metrics(at)["Trainable"], metrics(at)["Total"]
-    at.radio(key="mf_strategy").set_value("full_fine_tune").run()
+    settle(at.radio(key="mf_strategy").set_value("full_fine_tune").run())
     everything = metrics(at)["Trainable"]
     assert everything != head_only
     assert metrics(at)["Total"] == total  # the network is the same; only what trains changes
-    at.radio(key="mf_strategy").set_value("two_phase").run()
+    settle(at.radio(key="mf_strategy").set_value("two_phase").run())
     shown = metrics(at)
     assert shown["Trainable · phase 1"] == head_only
     assert shown["Trainable · phase 2"] not in (head_only, everything)
@@ -248,9 +259,9 @@ def test_weights_file_on_the_server_is_checked(ws, tiny_dataset, submitted, tmp_
     assert "Choose a weights file" in errors(at)
     at.text_input(key="mf_weights_path").set_value(str(tmp_path / "missing.h5")).run()
     assert "does not exist" in errors(at)
-    at.text_input(key="mf_weights_path").set_value(str(not_hdf5)).run()
+    settle(at.text_input(key="mf_weights_path").set_value(str(not_hdf5)).run())
     assert "not an HDF5 file" in errors(at)
-    at.text_input(key="mf_weights_path").set_value(str(good)).run()
+    settle(at.text_input(key="mf_weights_path").set_value(str(good)).run())
     assert not at.error, errors(at)
     at.button(key="start_training").click().run()
     assert submitted[-1].weights == f"file:{good}"

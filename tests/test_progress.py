@@ -235,5 +235,5 @@ def test_time_helpers():
 
 def test_strategy_label():
     assert strategy_label("two_phase", 2, "blocks") == "Two-phase · top 2 blocks"
-    assert strategy_label("fine_tune_top", 1, "layers") == "Fine-tune · top 1 layer"
+    assert strategy_label("fine_tune_top", 1, "layers") == "Fine-tune the top 1 layer"
     assert strategy_label("feature_extraction", 2) == "Feature extraction"

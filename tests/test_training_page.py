@@ -170,7 +170,7 @@ def test_default_is_the_running_run_and_the_url_remembers_the_choice(ws, live_pi
     assert not at.exception
     assert at.session_state["training_run"] == finished.id
     assert at.query_params["run"] == finished.id
-    assert "**Finished:** 4 epochs" in page_text(at)
+    assert "**Finished**: 4 epochs." in page_text(at)
     # Another tab (or a reload) with ?run= shows that run.
     other = open_training(finished.id)
     assert "### Done before" in page_text(other)

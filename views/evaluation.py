@@ -14,7 +14,7 @@ import io
 import streamlit as st
 
 from tlcore.data.images import ImageError, load_image
-from tlcore.evaluation import evaluate, run_report, stats
+from tlcore.evaluation import compare, evaluate, run_report, stats
 from tlcore.evaluation.interpret import Interpretation
 from tlcore.store import runs
 from tlcore.training import kept_model, sweep
@@ -971,7 +971,7 @@ else:
         _downloads(selected, stored)
     if stored is None:
         _evaluate_now(selected, dataset_id, dataset_name)
-    overview, errors, curves, compare = st.tabs(
+    overview, errors, curves, compare_tab = st.tabs(
         [
             ":material/dashboard: Overview",
             ":material/report: Errors",
@@ -990,5 +990,5 @@ else:
         for tab in (overview, errors, curves):
             with tab:
                 st.caption("Evaluate the run (above) to see its metrics, errors and curves.")
-    with compare:
+    with compare_tab:
         _compare(selected)

@@ -305,7 +305,7 @@ def baseline_comparison(ws: Workspace, run_id: str) -> TransferVerdict | None:
             "inconclusive",
             "Inconclusive: both runs need an evaluation on the same images; evaluate them.",
         )
-    comparison = evaluate.paired_comparison(ours, theirs)
+    comparison = paired_comparison(ours, theirs)
     if comparison is None:
         return verdict(
             "inconclusive",

@@ -395,7 +395,9 @@ def strategy_label(strategy: str, unfreeze: int | None = None, unit: str = "bloc
     label = STRATEGY_LABELS.get(strategy, strategy.replace("_", " ").capitalize())
     if strategy in ("fine_tune_top", "two_phase") and unfreeze:
         noun = unit if unfreeze != 1 else unit.rstrip("s")
-        label += f" · top {unfreeze} {noun}"
+        # "Fine-tune the top" reads on into its count; other labels take it after a dot.
+        joiner = " " if label.endswith(" the top") else " · top "
+        label += f"{joiner}{unfreeze} {noun}"
     return label
 
 
