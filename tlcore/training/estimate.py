@@ -125,8 +125,12 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
         batches = pipeline.make_image_dataset(
             items, image_size=size, batch_size=batch, shuffle=False, seed=0
         )
-        extract = timed(lambda: [extractor.predict_on_batch(x) for x, _ in batches], 1)
+        # Called as the feature cache calls it (`tlcore.training.train._cached_split`).
+        extract = timed(lambda: [extractor(x, training=False) for x, _ in batches], 1)
         extract_ips = len(items) / extract
+        # ... and as evaluation predicts (compiled, `predict_on_batch`).
+        predict = timed(lambda: [model.predict_on_batch(x) for x, _ in batches], 1)
+        predict_ips = len(items) / predict
         one_hot = batches.map(lambda x, y: (x, tf.one_hot(y, 5)))
         fit = timed(lambda: model.fit(one_hot, epochs=1, verbose=0), 1)
         train_pipeline_ips = len(items) / fit
@@ -140,35 +144,42 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
     t0 = time.perf_counter()
     head.fit(x, y, batch_size=32, epochs=5, verbose=0, validation_data=(x[:64], y[:64]))
     epoch_s = (time.perf_counter() - t0) / 5
+    t0 = time.perf_counter()
+    head.fit(x, y, batch_size=32, epochs=5, verbose=0)
+    bare_epoch_s = (time.perf_counter() - t0) / 5
 
     a = tf.random.uniform((1024, 4096))
     b = tf.random.uniform((4096, 1024))
     matmul = timed(lambda: tf.linalg.matmul(a, b).numpy(), 3)
     flops = 2 * 1024 * 4096 * 1024 / matmul
 
-    # A big head on cached features (a flattened map into Dense 512): the seconds per
-    # image and head parameter of an epoch, optimizer update included.
+    # A big head on cached features (a flattened map into Dense 2048, 8M weights: past
+    # the caches, as flattened heads are): seconds per image and head weight of an epoch,
+    # the optimizer's update included, beyond the bare epoch of a tiny head.
     wide = keras.Sequential(
-        [keras.Input((4096,)), keras.layers.Dense(512, activation="relu"), keras.layers.Dense(5)]
+        [keras.Input((4096,)), keras.layers.Dense(2048, activation="relu"), keras.layers.Dense(5)]
     )
     wide.compile(optimizer="adam", loss="categorical_crossentropy")
-    wx = np.random.default_rng(1).normal(size=(512, 4096)).astype("float32")
-    wy = np.eye(5, dtype="float32")[np.arange(512) % 5]
+    wx = np.random.default_rng(1).normal(size=(256, 4096)).astype("float32")
+    wy = np.eye(5, dtype="float32")[np.arange(256) % 5]
     wide_epoch = timed(lambda: wide.fit(wx, wy, batch_size=32, epochs=1, verbose=0), 2)
-    head_param_s = max(wide_epoch - epoch_s, 0.0) / (len(wx) * wide.count_params())
+    head_param_s = max(wide_epoch - bare_epoch_s, 0.0) / (len(wx) * wide.count_params())
 
     # Writing weights (the checkpoint at an improvement, the resume backup every epoch):
-    # a fixed cost per file plus a throughput, from two files of different sizes.
+    # a cost per variable (HDF5 datasets) plus a throughput, from two very different files.
     with tempfile.TemporaryDirectory(prefix="tls-calibrate-") as folder:
-        small, big = Path(folder) / "small.weights.h5", Path(folder) / "big.weights.h5"
-        t_small = timed(lambda: model.save_weights(small), 1)
+        many, big = Path(folder) / "many.weights.h5", Path(folder) / "big.weights.h5"
+        t_many = timed(lambda: model.save_weights(many), 1)
         t_big = timed(lambda: wide.save_weights(big), 1)
-        sizes = small.stat().st_size, big.stat().st_size
-    if t_big > t_small and sizes[1] > sizes[0]:
-        save_bytes_s = (sizes[1] - sizes[0]) / (t_big - t_small)
-    else:
-        save_bytes_s = sizes[1] / max(t_big, 1e-6)
-    save_fixed_s = max(t_small - sizes[0] / save_bytes_s, 0.0)
+        (v_many, b_many), (v_big, b_big) = (
+            (len(model.weights), many.stat().st_size),
+            (len(wide.weights), big.stat().st_size),
+        )
+    # t = v * per_variable + b / throughput, solved for the two files.
+    det = v_many * b_big - v_big * b_many
+    per_variable = max((t_many * b_big - t_big * b_many) / det, 0.0) if det else 0.0
+    rest = t_big - v_big * per_variable
+    save_bytes_s = b_big / rest if rest > 0 else b_big / max(t_big, 1e-6)
 
     features = get_backbone(config.backbone).features_at(config.alpha)
     rows = 600
@@ -183,6 +194,7 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
         "forward_ips": batch / forward,
         "train_ips": batch / train,
         "extract_ips": extract_ips,
+        "predict_ips": predict_ips,
         "train_pipeline_ips": train_pipeline_ips,
         "synthetic_decode_s": synthetic_decode,
         "import_s": round(import_s, 2),
@@ -191,7 +203,8 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
         "flops": flops,
         "head_param_s": head_param_s,
         "save_bytes_s": save_bytes_s,
-        "save_fixed_s": save_fixed_s,
+        "save_variable_s": per_variable,
+        "model_variables": len(model.weights),
         "lr_fit_s": round(fit_s, 3),
         "lr_fit_rows": rows,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -327,9 +340,11 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
         # dataset's images cost to decode beyond those.
         extra_decode = max(decode - speed.get("synthetic_decode_s", 0.0), 0.0)
         forward = 1.0 / speed["extract_ips"] + extra_decode
+        predicting = 1.0 / speed.get("predict_ips", speed["extract_ips"]) + extra_decode
         full_step = 1.0 / speed["train_pipeline_ips"] + extra_decode
     else:
         forward = 1.0 / speed["forward_ips"] + decode
+        predicting = forward
         full_step = 1.0 / speed["train_ips"] + decode
     features = spec.features_at(config.alpha)
     if config.pooling == "flatten":
@@ -341,7 +356,13 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
     else:
         head_step = 6.0 * head_params / speed["flops"]
     save_bytes_s = speed.get("save_bytes_s", 2e8)
-    save_fixed_s = speed.get("save_fixed_s", 0.05)
+    per_variable = speed.get("save_variable_s", 0.002)
+    model_variables = speed.get("model_variables", 150)
+    head_variables = 2 * (len(config.dense_units) + 1)
+
+    def write_s(variables: int, weights: int) -> float:
+        return variables * per_variable + 4 * weights / save_bytes_s
+
     total_params = spec.params_at(config.alpha) + head_params
     parts = {"start (TensorFlow, model)": speed["import_s"] + speed["build_s"] + 1.0}
     compute = 0.0
@@ -360,7 +381,9 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
         elif strategies.uses_feature_cache(config, phase):
             extract = (n_train + n_val) * forward
             # Each epoch also writes the resume backup: weights and Adam's two slots.
-            backup = save_fixed_s + (4 * total_params + 8 * head_params) / save_bytes_s
+            # fit() runs on the head alone here: its resume backup is the head and its
+            # optimizer (two Adam slots per weight).
+            backup = write_s(3 * head_variables, 3 * head_params)
             epochs = phase.epochs * (
                 n_train * head_step + n_val * head_step / 3 + speed["epoch_overhead_s"] + backup
             )
@@ -377,16 +400,16 @@ def estimate_run(ws: Workspace, config: RunConfig, dataset=None) -> dict:
                 )
                 share = min(1.0, per_block / spec.num_blocks)
             step = forward + share * max(full_step - forward, 0.0) + head_step
-            backup = save_fixed_s + 12 * total_params / save_bytes_s
+            backup = write_s(3 * model_variables, 3 * total_params)
             epochs = phase.epochs * (
                 n_train * step + n_val * forward + speed["epoch_overhead_s"] + backup
             )
             parts[f"phase {phase.index} epochs"] = epochs
             compute += epochs
     evaluated = n_test + (n_val if not (config.searches_head and n_test) else 0)
-    parts["evaluation"] = speed["build_s"] + evaluated * forward
+    parts["evaluation"] = speed["build_s"] + evaluated * predicting
     saves = (1 + compute / MODEL_SAVE_INTERVAL_S) if not config.searches_head else 1
-    one_save = MODEL_SAVE_S + 4 * total_params / save_bytes_s
+    one_save = MODEL_SAVE_S + write_s(model_variables, total_params)
     parts["saving the model"] = one_save * min(saves, 1 + config.total_epochs)
     total = sum(parts.values())
     basis = (
