@@ -121,7 +121,7 @@ def test_a_finished_run_shows_tiles_confusion_matrix_and_cell_images(ws, tiny_da
     # The accuracy carries its 95% interval and n, on the tile and in the caption.
     m = result.metrics
     accuracy_tile = next(t for t in at.metric if t.label == "Accuracy")
-    assert f"n = {m.num_samples}" in accuracy_tile.delta
+    assert accuracy_tile.delta.endswith(f"n {m.num_samples}")
     assert stats.format_accuracy(m.accuracy, m.num_samples) in text
 
     # The drill-down starts on the most confused cell; choose a diagonal cell instead.

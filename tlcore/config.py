@@ -246,7 +246,18 @@ class RunConfig:
 
     @property
     def total_epochs(self) -> int:
-        """Epochs over all phases (two-phase adds its fine-tuning epochs)."""
+        """Epochs over all phases (two-phase adds its fine-tuning epochs).
+
+        A head chosen by cross-validation is one step (logged as one epoch); ``epochs``
+        then only sets the budget of runs made from this one (a sweep, a twin).
+        """
+        if self.searches_head:
+            return 1
+        return self.epochs + (self.fine_tune_epochs if self.strategy == "two_phase" else 0)
+
+    @property
+    def epoch_budget(self) -> int:
+        """The epochs a run of another strategy made from this one gets (sweeps, twins)."""
         return self.epochs + (self.fine_tune_epochs if self.strategy == "two_phase" else 0)
 
     # -- serialisation -------------------------------------------------------------

@@ -160,7 +160,11 @@ def _header(record: runs.RunRecord) -> None:
             ":material/ac_unit:",
         )
         params = summary.get("trainable_params")
-        training = [f"{summary.get('epochs_completed', cfg.total_epochs)} epochs"]
+        training = [
+            "cross-validated head"
+            if cfg.searches_head
+            else f"{summary.get('epochs_completed', cfg.total_epochs)} epochs"
+        ]
         if summary.get("train_seconds") is not None:
             training.append(format_duration(summary["train_seconds"]))
         if params is not None:
@@ -336,7 +340,7 @@ def _tiles(result: evaluate.EvaluationResult) -> None:
     ]
     low, high = stats.accuracy_interval(m.accuracy, m.num_samples)
     tile_values = [
-        (label, value, help_text, f"95% CI {low:.1%}–{high:.1%} · n = {m.num_samples}")
+        (label, value, help_text, f"95% CI {low:.0%}–{high:.0%} · n {m.num_samples}")
         if label == "Accuracy"
         else (label, value, help_text, None)
         for label, value, help_text in tiles

@@ -79,7 +79,7 @@ def _runs_table(records: list[runs.RunRecord]) -> None:
         selection_mode="single-row",
         key="home_runs",
         column_config={
-            "Run": st.column_config.TextColumn(width="large"),
+            "Run": st.column_config.TextColumn(width="medium"),
             "Val. accuracy": st.column_config.ProgressColumn(
                 min_value=0.0,
                 max_value=1.0,

@@ -226,8 +226,13 @@ def _summary(config: RunConfig, dataset, error: str | None, train_images: int) -
                 f"{train_images:,} training images",
                 f":material/account_tree: **{spec.display_name}{width}** · "
                 f"{strategies.image_size(config)} px · {_weights_text(config)}",
-                f":material/ac_unit: **{strategy}** · {config.total_epochs} epochs · "
-                f"batch {config.batch_size} · {form.OPTIMIZER_LABELS[config.optimizer]}",
+                (
+                    f":material/ac_unit: **{strategy}** · head chosen by 5-fold "
+                    "cross-validation on cached features"
+                    if config.searches_head
+                    else f":material/ac_unit: **{strategy}** · {config.total_epochs} epochs · "
+                    f"batch {config.batch_size} · {form.OPTIMIZER_LABELS[config.optimizer]}"
+                ),
             ]
             st.markdown("  \n".join(lines))
             if len(phases) > 1:

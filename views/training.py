@@ -221,7 +221,12 @@ def _header(record: runs.RunRecord) -> None:
             _fact(
                 facts[3],
                 "Schedule",
-                f"{cfg.total_epochs} epochs · batch {cfg.batch_size} · lr {cfg.learning_rate:g}",
+                (
+                    f"cross-validated head · batch {cfg.batch_size}"
+                    if cfg.searches_head
+                    else f"{cfg.total_epochs} epochs · batch {cfg.batch_size} · "
+                    f"lr {cfg.learning_rate:g}"
+                ),
                 ":material/tune:",
             )
 

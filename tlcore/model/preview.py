@@ -10,7 +10,6 @@ The same process checks a weights file against the network when one is given.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import time
@@ -68,13 +67,17 @@ def request(
     ]  # fmt: skip
     if weights_file:
         args += ["--weights-file", weights_file]
+    from tlcore.store.jobs import child_environment
+
+    env, cwd = child_environment()
     subprocess.Popen(
         args,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=env | {"TF_CPP_MIN_LOG_LEVEL": "3"},
+        cwd=cwd,
     )
 
 

@@ -84,6 +84,15 @@ def worker_alive(status: runs.RunStatus) -> bool:
     return status.pid_started is None or abs(started - status.pid_started) < 1.0
 
 
+def child_environment() -> tuple[dict, str]:
+    """``(environment, working folder)`` for a ``python -m tlcore…`` child process: it finds
+    this package whatever folder the parent was started from."""
+    project_root = str(Path(__file__).resolve().parents[2])  # tlcore/store/jobs.py → the repo
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
+    return env, project_root
+
+
 def submit(ws: Workspace, config: RunConfig) -> str:
     """Creates a run and starts it now, or queues it if the concurrency limit is reached.
 
@@ -170,11 +179,9 @@ def _spawn_worker(ws: Workspace, record: runs.RunRecord) -> None:
     before this ``running`` status is on disk (it takes the same lock to do so).
     """
     log_path = record.dir / WORKER_LOG
-    env = dict(os.environ)
+    env, project_root = child_environment()
     env["TLS_WORKSPACE"] = str(ws.root)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    project_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH")]))
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tlcore.training.worker", str(ws.root), record.id],

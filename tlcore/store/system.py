@@ -18,11 +18,14 @@ from tlcore.store.workspace import Workspace
 DEVICES_FILE = "devices.json"
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+def _version(*distributions: str) -> str:
+    """The installed version of the first of ``distributions`` that is installed."""
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def record_devices(ws: Workspace, devices: list[dict]) -> None:
@@ -43,7 +46,8 @@ def system_info(ws: Workspace) -> dict:
     gpus = [d for d in devices or [] if d.get("type") == "GPU"]
     return {
         "python": platform.python_version(),
-        "tensorflow": _version("tensorflow"),
+        # One import name, several distributions (tensorflow_cpu is what this project pins).
+        "tensorflow": _version("tensorflow", "tensorflow-cpu", "tensorflow_cpu", "tf-nightly"),
         "keras": _version("keras"),
         "devices": devices,
         "gpu_count": len(gpus),

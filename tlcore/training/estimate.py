@@ -259,13 +259,17 @@ def start_calibration(ws: Workspace, config: RunConfig) -> None:
         "--backbone", config.backbone, "--alpha", str(config.alpha),
         "--image-size", str(image_size(config)), "--batch-size", str(config.batch_size),
     ]  # fmt: skip
+    from tlcore.store.jobs import child_environment
+
+    env, cwd = child_environment()
     subprocess.Popen(
         args,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"},
+        env=env | {"TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=cwd,
     )
 
 

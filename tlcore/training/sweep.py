@@ -101,7 +101,7 @@ def sweep_configs(base: RunConfig, *, unfreeze: int = 2) -> dict[str, RunConfig]
     """The configuration of each run of a sweep, by strategy.
 
     Every run keeps ``base``'s dataset, architecture, head, optimiser, augmentation and seed,
-    and trains for ``base.total_epochs`` epochs in all: two-phase splits them into head and
+    and trains for ``base.epoch_budget`` epochs in all: two-phase splits them into head and
     fine-tuning epochs (keeping ``base``'s split when it is two-phase itself); from scratch
     uses random weights (``weights="none"``). No run searches its head (``head_search``
     off), so the validation split every run is chosen on stays held out.
@@ -116,7 +116,7 @@ def sweep_configs(base: RunConfig, *, unfreeze: int = 2) -> dict[str, RunConfig]
     """
     if isinstance(unfreeze, bool) or not isinstance(unfreeze, int) or unfreeze < 1:
         raise ValueError(f"unfreeze must be a positive integer. Received: unfreeze={unfreeze!r}")
-    budget = base.total_epochs
+    budget = base.epoch_budget
     if base.strategy == "two_phase":
         head, tune = base.epochs, base.fine_tune_epochs
     else:
@@ -164,7 +164,7 @@ def start_sweep(ws: Workspace, base_config: RunConfig, *, unfreeze: int = 2) -> 
         id=sweep_id,
         created_at=runs.now_iso(),
         dataset=base_config.dataset,
-        epochs=base_config.total_epochs,
+        epochs=base_config.epoch_budget,
         unfreeze=unfreeze,
         runs={},
         base_config=base_config.to_dict(),
@@ -460,7 +460,7 @@ def baseline_config(config: RunConfig, run_id: str) -> RunConfig:
         strategy="from_scratch",
         weights="none",
         head_search=False,
-        epochs=max(config.total_epochs, TWIN_MIN_EPOCHS),
+        epochs=max(config.epoch_budget, TWIN_MIN_EPOCHS),
         optimizer="adam",
         learning_rate=TWIN_LEARNING_RATE,
         lr_schedule="cosine",
