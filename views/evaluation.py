@@ -302,7 +302,8 @@ def _evaluate_now(record: runs.RunRecord, dataset_id: str | None, dataset_name: 
 
 # -- overview ------------------------------------------------------------------------
 TILE_HELP = {
-    "accuracy": "Share of the images whose most probable class is the true class.",
+    "accuracy": "Share of the images whose most probable class is the true class. Under it: "
+    "its 95% Wilson interval and n, the number of images it was measured on.",
     "top_k": "Share of the images whose true class is among the {k} most probable.",
     "auc": "Mean one-vs-rest ROC AUC over the classes: 1 separates every class perfectly, "
     "0.5 is guessing.",
@@ -340,7 +341,7 @@ def _tiles(result: evaluate.EvaluationResult) -> None:
     ]
     low, high = stats.accuracy_interval(m.accuracy, m.num_samples)
     tile_values = [
-        (label, value, help_text, f"95% CI {low:.0%}–{high:.0%} · n {m.num_samples}")
+        (label, value, help_text, f"CI {low * 100:.0f}–{high * 100:.0f}% · n {m.num_samples}")
         if label == "Accuracy"
         else (label, value, help_text, None)
         for label, value, help_text in tiles
@@ -761,8 +762,9 @@ def _sweep_section(record: runs.RunRecord) -> None:
         st.markdown(
             "Which freezing strategy suits this data best? Queue five runs with this run's "
             "backbone, data and epoch budget: **feature extraction**, **fine-tune top N**, "
-            "**bias-only**, **two-phase** and **from scratch**, then compare test accuracy "
-            "with what each cost."
+            "**bias-only**, **two-phase** and **from scratch**. The winner is chosen on the "
+            "validation split by paired tests (a tie when none is clearly better), and only "
+            "its test accuracy is reported, with what each run cost."
         )
         with st.container(horizontal=True, vertical_alignment="bottom"):
             unfreeze = st.number_input(
