@@ -57,7 +57,7 @@ def test_quick_start_run_is_followed_live_and_survives_a_reload(browser, tmp_pat
         page.get_by_text("Quick start").first.wait_for(timeout=60_000)
         assert _epoch_shown(page) >= first
 
-        page.get_by_text("Finished:").first.wait_for(timeout=600_000)
+        page.get_by_text(re.compile(r"^Finished( in [^:]+)?:")).first.wait_for(timeout=600_000)
         page.screenshot(path=str(shots / "training_finished.png"), full_page=True)
         assert page.locator('[data-testid="stException"]').count() == 0
         page.close()

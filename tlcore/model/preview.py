@@ -10,14 +10,13 @@ The same process checks a weights file against the network when one is given.
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from tlcore.config import RunConfig
 from tlcore.fileio import atomic_write_json, read_json
 from tlcore.model import strategies
+from tlcore.store import jobs
 from tlcore.store.workspace import Workspace
 
 PREVIEW_DIR = "previews"
@@ -61,24 +60,10 @@ def request(
         return
     pending.parent.mkdir(parents=True, exist_ok=True)
     pending.touch()
-    args = [
-        sys.executable, "-m", "tlcore", "--workspace", str(ws.root), "preview",
-        "--structure", structure.to_json(), "--classes", str(num_classes),
-    ]  # fmt: skip
+    args = ["preview", "--structure", structure.to_json(), "--classes", str(num_classes)]
     if weights_file:
         args += ["--weights-file", weights_file]
-    from tlcore.store.jobs import child_environment
-
-    env, cwd = child_environment()
-    subprocess.Popen(
-        args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=env | {"TF_CPP_MIN_LOG_LEVEL": "3"},
-        cwd=cwd,
-    )
+    jobs.start_cli(ws, *args)
 
 
 def build_and_store(

@@ -93,6 +93,24 @@ def child_environment() -> tuple[dict, str]:
     return env, project_root
 
 
+def start_cli(ws: Workspace, *args: str) -> None:
+    """Starts ``python -m tlcore --workspace WS ARGS...`` detached, its output discarded.
+
+    For short helper jobs a page must not wait for (a speed calibration, an architecture
+    preview); each writes its result into the workspace, where the page reads it back.
+    """
+    env, cwd = child_environment()
+    subprocess.Popen(  # our own module; the arguments come from validated values
+        [sys.executable, "-m", "tlcore", "--workspace", str(ws.root), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env | {"TF_CPP_MIN_LOG_LEVEL": "3"},
+        cwd=cwd,
+    )
+
+
 def submit(ws: Workspace, config: RunConfig) -> str:
     """Creates a run and starts it now, or queues it if the concurrency limit is reached.
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from tlcore.config import RunConfig
 from tlcore.fileio import atomic_write_json, read_json
+from tlcore.store import jobs
 from tlcore.store.workspace import Workspace
 
 SPEED_FILE = "speed.json"
@@ -242,8 +243,6 @@ class _Item:
 
 def start_calibration(ws: Workspace, config: RunConfig) -> None:
     """Starts `calibrate` in its own process (the web process never imports Keras)."""
-    import subprocess
-    import sys
 
     from tlcore.model.strategies import image_size
 
@@ -254,22 +253,17 @@ def start_calibration(ws: Workspace, config: RunConfig) -> None:
         return  # one is already measuring
     ws.cache_dir.mkdir(parents=True, exist_ok=True)
     marker.touch()
-    args = [
-        sys.executable, "-m", "tlcore", "--workspace", str(ws.root), "calibrate",
-        "--backbone", config.backbone, "--alpha", str(config.alpha),
-        "--image-size", str(image_size(config)), "--batch-size", str(config.batch_size),
-    ]  # fmt: skip
-    from tlcore.store.jobs import child_environment
-
-    env, cwd = child_environment()
-    subprocess.Popen(
-        args,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=env | {"TF_CPP_MIN_LOG_LEVEL": "2"},
-        cwd=cwd,
+    jobs.start_cli(
+        ws,
+        "calibrate",
+        "--backbone",
+        config.backbone,
+        "--alpha",
+        str(config.alpha),
+        "--image-size",
+        str(image_size(config)),
+        "--batch-size",
+        str(config.batch_size),
     )
 
 
