@@ -61,10 +61,9 @@ def _train(ws, config):
 
 @pytest.mark.slow
 def test_the_from_scratch_twin_learns_on_real_photos(ws, flowers):
-    # The twin of a MobileNet 0.25 run, at 96 px so the test takes about two minutes.
-    original = RunConfig(
-        dataset="flowers5", backbone="MobileNet", alpha=0.25, image_size=96, weights="none"
-    )
+    # The twin of a MobileNet 0.25 run at 224 px (8-10 minutes on 2 cores). At 96 px the
+    # same network reached only 27% on test (95% CI 21-34%): too close to chance to show it.
+    original = RunConfig(dataset="flowers5", backbone="MobileNet", alpha=0.25, weights="none")
     twin = sweep.baseline_config(original.replace(strategy="feature_extraction"), "original")
     run_id, result = _train(ws, twin)
     assert result.state == runs.FINISHED
@@ -74,7 +73,7 @@ def test_the_from_scratch_twin_learns_on_real_photos(ws, flowers):
     assert m.collapse is None and (predicted > 0).sum() >= 4, predicted
     # Clearly above chance (20% for 5 balanced classes): the interval's low end too.
     low, _ = result.summary["test_accuracy_ci95"]
-    assert low > 0.25, result.summary
+    assert low > 0.3, result.summary
     assert m.macro_avg.f1 > 0.3
 
 
