@@ -174,6 +174,8 @@ def test_kill_and_resume_from_the_cli(ws, tiny_dataset):
         "epochs=6",
         "--set",
         "batch_size=8",
+        "--set",
+        "head_search=false",  # epochs of SGD, to kill one between epochs
     )
     run_id = json.loads(started.stdout)["run_id"]
     deadline = time.monotonic() + 240

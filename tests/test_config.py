@@ -93,4 +93,8 @@ def test_total_epochs_counts_both_phases():
     assert (
         RunConfig(dataset="d", strategy="two_phase", epochs=4, fine_tune_epochs=3).total_epochs == 7
     )
-    assert RunConfig(dataset="d", epochs=4, fine_tune_epochs=3).total_epochs == 4
+    epochs = RunConfig(dataset="d", epochs=4, fine_tune_epochs=3, head_search=False)
+    assert epochs.total_epochs == 4
+    # A head chosen by cross-validation is one step; its epochs budget runs made from it.
+    searched = RunConfig(dataset="d", epochs=4, fine_tune_epochs=3)
+    assert (searched.total_epochs, searched.epoch_budget) == (1, 4)

@@ -88,7 +88,7 @@ def test_shuffle_order_is_the_same_in_another_process(items, tmp_path):
     script = (
         "import sys, json; from pathlib import Path\n"
         "import keras; keras.utils.set_random_seed(7)\n"
-        "from tlcore import pipeline\n"
+        "from tlcore.data import pipeline\n"
         "pairs = [(p, 0) for p in json.loads(sys.argv[1])]\n"
         "kw = dict(image_size=8, batch_size=3, shuffle=True, seed=1)\n"
         "ds = pipeline.make_image_dataset(pairs, **kw)\n"
