@@ -105,7 +105,7 @@ def _head_too_big(config: RunConfig) -> int:
         return 0
     spec = get_backbone(config.backbone)
     side = -(-strategies.image_size(config) // 32)
-    return spec.feature_channels * side * side * config.dense_units[0]
+    return spec.features_at(config.alpha) * side * side * config.dense_units[0]
 
 
 # -- the figure ----------------------------------------------------------------------------

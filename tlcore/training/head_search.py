@@ -96,7 +96,8 @@ def _probabilities(fitted, x, num_classes: int) -> np.ndarray:
     return probs
 
 
-def _score(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def score(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(accuracy, mean log loss)`` of class probabilities against labels."""
     accuracy = float(np.mean(np.argmax(probs, axis=1) == y))
     picked = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
     return accuracy, float(-np.mean(np.log(picked)))
@@ -183,7 +184,7 @@ def search(
             done += 1
             if progress:
                 progress(done, total)
-        accuracy, loss = _score(probs, y)
+        accuracy, loss = score(probs, y)
         candidates.append({"c": c, "accuracy": accuracy, "log_loss": loss})
     if candidates:
         best = min(candidates, key=lambda r: (-r["accuracy"], r["log_loss"]))
@@ -194,7 +195,7 @@ def search(
         return None
     fitted = _fit(*rows(np.arange(len(y))), c, num_classes, balanced)
     kernel, bias = _folded_dense(fitted, num_classes)
-    train_accuracy, train_loss = _score(_probabilities(fitted, x, num_classes), y)
+    train_accuracy, train_loss = score(_probabilities(fitted, x, num_classes), y)
     if progress:
         progress(total, total)
     return HeadSearchResult(

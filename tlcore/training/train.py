@@ -524,10 +524,9 @@ def _search_head_on_cached_features(ctx: _Context, phase) -> bool:
     logs = {"accuracy": result.train_accuracy, "loss": result.train_loss}
     if held_out is not None:
         probs = np.asarray(models.head_model(ctx.model).predict(held_out[0], verbose=0))
-        truth = np.argmax(held_out[1], axis=1)
-        logs["val_accuracy"] = float(np.mean(np.argmax(probs, axis=1) == truth))
-        picked = np.clip(probs[np.arange(len(truth)), truth], 1e-12, 1.0)
-        logs["val_loss"] = float(-np.mean(np.log(picked)))
+        logs["val_accuracy"], logs["val_loss"] = head_search.score(
+            probs, np.argmax(held_out[1], axis=1)
+        )
         ctx.validation = {"validation_method": "validation split"}
     elif result.cv_accuracy is not None:
         logs["val_accuracy"] = result.cv_accuracy
