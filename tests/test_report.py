@@ -7,10 +7,15 @@ import csv
 import io
 import json
 import re
+from html.parser import HTMLParser
+from importlib import resources
 
+import jinja2
 import pytest
+from markupsafe import Markup
 from PIL import Image
 
+from tlcore.evaluation import metrics_files, report
 from tlcore.evaluation.interpret import Interpretation
 from tlcore.evaluation.metrics import compute_metrics
 from tlcore.evaluation.report import (
@@ -19,6 +24,8 @@ from tlcore.evaluation.report import (
     PER_CLASS_CSV,
     read_metrics_file,
     render_html_report,
+    render_report_template,
+    report_context,
     thumbnail_data_uri,
     write_metrics_files,
 )
@@ -89,8 +96,9 @@ def test_user_strings_are_escaped(metrics):
     assert "<script" not in html.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "dog &amp; co" in html
-    assert "&quot;quoted&quot; &lt;b&gt;" in html
-    assert "r&quot;1&lt;i&gt;" in html and 'r"1<i>' not in html
+    # Jinja's autoescape (markupsafe) writes a double quote as &#34;.
+    assert "&#34;quoted&#34; &lt;b&gt;" in html
+    assert "r&#34;1&lt;i&gt;" in html and 'r"1<i>' not in html
     assert "<title>&lt;b&gt;Title&lt;/b&gt;</title>" in html
 
 
@@ -207,3 +215,97 @@ def test_write_metrics_files_leaves_empty_auc_blank(tmp_path):
     with open(tmp_path / PER_CLASS_CSV, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert rows[2]["roc_auc"] == "" and rows[2]["average_precision"] == ""
+
+
+# --------------------------------------------------------------------------- the template
+
+
+def _context(metrics, **changes):
+    args = dict(
+        run_id="run-1",
+        config={"backbone": "MobileNetV2"},
+        dataset_summary={"name": "pets"},
+        history=HISTORY,
+        metrics=metrics,
+        generated_at="2025-01-01 00:00 UTC",
+    )
+    args.update(changes)
+    return report_context(**args)
+
+
+class _Attributes(HTMLParser):
+    """Every attribute name of every element, as a browser's parser would see them."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.names.update(name for name, _ in attrs)
+
+
+def test_the_template_and_its_css_ship_inside_the_package():
+    templates = resources.files("tlcore.evaluation") / "templates"
+    assert (templates / "report.html.j2").is_file()
+    assert (templates / "report.css").is_file()
+
+
+def test_the_css_is_inlined_so_the_report_stays_one_file(metrics):
+    css = (resources.files("tlcore.evaluation") / "templates" / "report.css").read_text("utf-8")
+    html = _render(metrics)
+    style = html[html.index("<style>") + len("<style>") : html.index("</style>")]
+    assert style.strip() == css.strip()  # verbatim: neither escaped nor mangled by Jinja
+    assert "<link" not in html
+    assert html.count("<style>") == 1
+
+
+def test_a_class_name_that_breaks_out_of_an_attribute_stays_text():
+    hostile = 'x" onmouseover="alert(1)'
+    m = compute_metrics([0, 1, 1], [[0.2, 0.8], [0.3, 0.7], [0.9, 0.1]], [hostile, EVIL])
+    rows = Interpretation([0, 1, 1], [[0.2, 0.8], [0.3, 0.7], [0.9, 0.1]], m.class_names)
+    html = _render(m, worst_errors=rows.top_losses(2))
+    parser = _Attributes()
+    parser.feed(html)
+    assert "onmouseover" not in parser.names  # the confusion cells' titles, the legend
+    assert "<script" not in html.lower()
+    assert html.count("x&#34; onmouseover=&#34;alert(1)") >= 5
+
+
+def test_charts_go_in_as_markup_built_from_escaped_labels(metrics):
+    context = _context(metrics)
+    roc = context["curves"]["roc"].svg
+    assert isinstance(roc, Markup)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; (0.917)" in roc
+    assert "<script" not in roc
+    assert isinstance(context["calibration"]["chart"].svg, Markup)
+    assert all(isinstance(chart.svg, Markup) for _, chart in context["training_curves"])
+
+
+def test_plain_strings_in_the_context_are_escaped_by_the_template(metrics):
+    context = _context(metrics, run_id="<img src=x onerror=alert(1)>")
+    assert not isinstance(context["run_id"], Markup)  # raw: the template escapes it
+    html = render_report_template(context)
+    assert "<img src=x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_a_field_missing_from_the_context_is_an_error(metrics):
+    context = _context(metrics)
+    del context["kpis"]
+    with pytest.raises(jinja2.UndefinedError, match="kpis"):
+        render_report_template(context)
+    context = _context(metrics)
+    context["worst_errors"] = [{"path": "a.png"}]  # a tile without its other fields
+    with pytest.raises(jinja2.UndefinedError):
+        render_report_template(context)
+
+
+def test_the_metrics_files_are_still_importable_from_report():
+    for name in (
+        "METRICS_JSON",
+        "PER_CLASS_CSV",
+        "CONFUSION_CSV",
+        "write_metrics_files",
+        "read_metrics_file",
+    ):
+        assert getattr(report, name) is getattr(metrics_files, name)

@@ -202,10 +202,6 @@ class TransferVerdict:
     def message(self) -> str:
         return self.reason
 
-    @property
-    def twin_run_id(self) -> str:
-        return self.baseline_id
-
     def to_dict(self) -> dict:
         return {
             "run_id": self.run_id,
@@ -350,16 +346,6 @@ def baseline_comparison(ws: Workspace, run_id: str) -> TransferVerdict | None:
             (f"Not clearly: {words} — {figures}. Transfer may still have saved training time."),
         )
     return verdict(kind, reason, comparison, metric)
-
-
-def _test_accuracy(ws: Workspace, record: runs.RunRecord) -> float | None:
-    if record.state != runs.FINISHED:
-        return None
-    try:
-        result = evaluate.load_evaluation(ws, record.id)
-    except evaluate.EvaluationError:
-        return None
-    return result.metrics.accuracy if result else None
 
 
 def _summary_value(record: runs.RunRecord, key: str):

@@ -11,8 +11,9 @@ set in memory), and stores what it found under ``<run>/evaluation/<dataset_id>/`
                            (via `report.write_metrics_files`)
     per_class.csv          precision, recall, F1, support, AUCs per class
     confusion_matrix.csv   rows = true class, columns = predicted class
-    predictions.npz        paths, true labels and every probability, for drill-down
-    interpretation.json    the worst errors and the most confused pairs
+    predictions.npz        paths, true labels and every probability, for drill-down (the
+                           worst errors and the most confused pairs are computed from it,
+                           `EvaluationResult.interpretation`)
     validation/            the same files for the validation split (own dataset only)
 
 The run folder's own ``metrics.json`` is the training summary and is never touched.
@@ -43,11 +44,9 @@ from tlcore.evaluation.metrics import EvaluationMetrics, compute_metrics
 from tlcore.evaluation.stored import (  # noqa: F401 - the stored results, also used as evaluate.X
     ALL_SPLITS,
     FORMAT_VERSION,
-    INTERPRETATION_FILE,
     MANIFEST_FILE,
     PREDICTIONS_FILE,
     SPLIT_LABELS,
-    STORED_TOP_LOSSES,
     VALIDATION_DIR,
     EvaluationError,
     EvaluationResult,
@@ -59,7 +58,6 @@ from tlcore.evaluation.stored import (  # noqa: F401 - the stored results, also 
     list_evaluations,
     load_evaluation,
     read_predictions,
-    stored_top_losses,
 )
 from tlcore.fileio import read_json
 from tlcore.store import run_layout, runs

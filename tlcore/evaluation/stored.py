@@ -33,13 +33,9 @@ MANIFEST_FILE = "evaluation.json"
 
 PREDICTIONS_FILE = "predictions.npz"
 
-INTERPRETATION_FILE = "interpretation.json"
-
 VALIDATION_DIR = "validation"
 
 FORMAT_VERSION = 1
-
-STORED_TOP_LOSSES = 48
 
 ALL_SPLITS = "all"
 
@@ -172,14 +168,6 @@ def _write_split(folder: Path, metrics, paths, y_true, probs) -> None:
         class_names=np.asarray(metrics.class_names, dtype=str),
     )
     atomic_write_bytes(folder / PREDICTIONS_FILE, buffer.getvalue())
-    interp = Interpretation(y_true, probs, metrics.class_names, paths)
-    atomic_write_json(
-        folder / INTERPRETATION_FILE,
-        {
-            "top_losses": [row.to_dict() for row in interp.top_losses(STORED_TOP_LOSSES)],
-            "most_confused": [list(pair) for pair in interp.most_confused()],
-        },
-    )
 
 
 def read_predictions(folder: str | os.PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -308,13 +296,3 @@ def is_current(ws: Workspace, result: EvaluationResult) -> bool:
     """Whether ``result`` evaluated the run's present model file (not an older one)."""
     now = _model_stamp(ws.run_dir(result.run_id) / runs.MODEL_FILE)
     return bool(now) and (not result.model_stamp or result.model_stamp == now)
-
-
-def stored_top_losses(result: EvaluationResult, *, validation: bool = False) -> list[dict]:
-    """The worst errors stored with the evaluation (dicts of `PredictionRow` fields)."""
-    folder = result.folder / VALIDATION_DIR if validation else result.folder
-    try:
-        data = read_json(folder / INTERPRETATION_FILE)
-    except (OSError, ValueError):
-        return [r.to_dict() for r in result.interpretation(validation=validation).top_losses()]
-    return list(data.get("top_losses", []))
