@@ -3,12 +3,16 @@ Keras model; the bundle carries a model card and a usage script that works on it
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
+import jinja2
 import numpy as np
 import pytest
 
@@ -16,8 +20,9 @@ from tests.conftest import tiny_config, write_class_folders
 from tests.test_model_store import make_finished_run
 from tlcore import cli
 from tlcore.data import datasets
-from tlcore.model import model_store
+from tlcore.model import backbones, model_store, registry, tlcore_layers
 from tlcore.serving import export, predict
+from tlcore.serving.export import rendering
 from tlcore.store import runs
 from tlcore.store.workspace import open_workspace
 from tlcore.training import train
@@ -97,6 +102,8 @@ def test_the_model_card_says_what_the_model_is(trained, bundle):
     text = (folder / "model_card.md").read_text()
     assert "| Classes | blue, green, red |" in text
     assert "Top-1 agreement" in text and "TensorFlow Lite (int8)" in text
+    assert "| ONNX | `model.onnx` | ONNX Runtime (CPU) | 100.0% |" in text
+    assert card["input"]["dtype"] == "float32, except uint8 for TensorFlow Lite (int8)"
     assert (folder / "labels.txt").read_text().split() == ["blue", "green", "red"]
 
 
@@ -119,6 +126,33 @@ def test_the_usage_script_runs_without_the_studio(trained, bundle, fmt):
     predicted = done.stdout.split()[0]
     expected = predict.Predictor.for_run(ws, run_id).predict_images([image])[0].predicted_class
     assert predicted == expected == "red"
+
+
+@pytest.mark.slow
+def test_the_bundle_ships_the_studios_own_layers_module(bundle):
+    _, folder, _ = bundle
+    shipped = (folder / export.LAYERS_MODULE_FILE).read_bytes()
+    assert shipped == Path(tlcore_layers.__file__).read_bytes()
+    assert shipped.decode("utf-8") == export.custom_layers_source()
+
+
+@pytest.mark.slow
+def test_a_format_that_fails_after_writing_leaves_nothing_in_the_bundle(ws, monkeypatch):
+    def broken(path, x):
+        raise RuntimeError("the runtime could not read it")
+
+    keras_format = dataclasses.replace(export.EXPORT_FORMATS["keras"], checker=broken)
+    monkeypatch.setitem(export.EXPORT_FORMATS, "keras", keras_format)
+    run_id, _ = make_finished_run(ws, dataset="gone")
+    result = export.export_run(ws, run_id, ["keras", "savedmodel"], samples=4)
+    assert [r.format for r in result.failed] == ["keras"]
+    assert result.failed[0].error == (
+        "Keras (.keras) export failed (RuntimeError: the runtime could not read it)."
+    )
+    names = zipfile.ZipFile(result.bundle).namelist()
+    assert not any(n.endswith(("model.keras", "tlcore_layers.py")) for n in names), names
+    usage = zipfile.ZipFile(result.bundle).read(f"{run_id}-export/usage.py").decode()
+    assert "FORMATS = ['savedmodel']" in usage
 
 
 @pytest.mark.slow
@@ -183,10 +217,55 @@ def test_formats_are_checked_before_anything_happens():
     assert export.available_formats()["onnx"] is None  # tf2onnx + onnxruntime installed
 
 
+def test_every_format_in_the_table_has_a_writer_a_checker_files_and_a_label():
+    assert list(export.FORMATS) == list(export.EXPORT_FORMATS)
+    for key, fmt in export.EXPORT_FORMATS.items():
+        assert fmt.key == key
+        assert export.FORMATS[key] == fmt.label and fmt.label
+        assert fmt.files and fmt.main_file == fmt.files[0], key
+        assert export.FORMAT_FILES[key] == fmt.files
+        assert callable(fmt.writer) and callable(fmt.checker) and callable(fmt.unavailable), key
+        assert fmt.runtime, key
+        assert fmt.input_dtype in ("float32", "uint8"), key
+    everything = [f for fmt in export.EXPORT_FORMATS.values() for f in fmt.files]
+    assert len(everything) == len(set(everything))  # no two formats write the same file
+    preferences = [fmt.usage_preference for fmt in export.EXPORT_FORMATS.values()]
+    assert len(preferences) == len(set(preferences))
+    assert export.usage_order(list(export.FORMATS))[0] == "tflite"
+
+
+def test_a_format_that_cannot_be_made_here_says_why(monkeypatch):
+    onnx = dataclasses.replace(export.EXPORT_FORMATS["onnx"], unavailable=lambda: "no tf2onnx")
+    monkeypatch.setitem(export.EXPORT_FORMATS, "onnx", onnx)
+    assert export.available_formats() == {**dict.fromkeys(export.FORMATS), "onnx": "no tf2onnx"}
+
+
+def test_the_usage_script_names_the_bundles_formats_and_files():
+    source = export.usage_script("run-1", 96, ["keras", "onnx", "tflite-int8"])
+    compile(source, "usage.py", "exec")
+    assert "FORMATS = ['onnx', 'keras', 'tflite-int8']" in source
+    assert "SIZE = 96\n" in source and "from run run-1." in source
+    for fmt in export.EXPORT_FORMATS.values():
+        assert f'"{fmt.main_file}"' in source, fmt.key
+    with pytest.raises(jinja2.UndefinedError):  # a missing name is an error, not ""
+        rendering.render("usage.py.j2", run_id="run-1")
+
+
 def test_the_custom_layers_module_is_self_contained():
     source = export.custom_layers_source()
     assert '@keras.saving.register_keras_serializable(package="tlcore")' in source
-    assert "from tlcore" not in source and "import tlcore" not in source
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported == {"math", "keras"}
+    # The studio builds its models with this very module, and its constants are the registry's.
+    assert backbones.Preprocess is tlcore_layers.Preprocess
+    assert backbones.FeaturePooling is tlcore_layers.FeaturePooling
+    for name in ("PREPROCESS_MODES", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "CAFFE_MEAN_BGR"):
+        assert getattr(tlcore_layers, name) == getattr(registry, name), name
     namespace: dict = {}
     exec(compile(source, "tlcore_layers.py", "exec"), namespace)  # defines, registers nothing new
     layer = namespace["Preprocess"]("tf")

@@ -1,9 +1,10 @@
 """Building backbones: the networks of the registry (`tlcore.model.registry`) as Keras models.
 
-Two small Keras layers live here too, because they belong to the backbone side of the
-model and must be importable wherever a saved model is loaded: `Preprocess` (the
+The two small Keras layers of the backbone side of the model, `Preprocess` (the
 backbone's own pixel preprocessing, as a serializable layer rather than a ``Lambda``)
-and `FeaturePooling` (global pooling of one or more stage outputs into one vector).
+and `FeaturePooling` (global pooling of one or more stage outputs into one vector), are
+importable from here; they are defined in `tlcore.model.tlcore_layers`, a file that needs
+only Keras, because every export bundle ships that file as is.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
 from tlcore.model.registry import (  # noqa: F401 - the registry's names, also used as backbones.X
     BACKBONES,
@@ -25,6 +26,11 @@ from tlcore.model.registry import (  # noqa: F401 - the registry's names, also u
     get_backbone,
     resolve_image_size,
     validate_backbone_args,
+)
+from tlcore.model.tlcore_layers import (  # noqa: F401 - also used as backbones.X
+    POOLING_MODES,
+    FeaturePooling,
+    Preprocess,
 )
 
 # -- our own tiny network ----------------------------------------------------------------
@@ -208,92 +214,3 @@ def canonical_backbone(backbone: keras.Model) -> keras.Model:
     if len(outputs) == 1:
         return backbone
     return keras.Model(backbone.inputs, outputs[-1], name=f"{backbone.name}_final")
-
-
-# -- the two small layers our models need ------------------------------------------------
-@keras.saving.register_keras_serializable(package="tlcore")
-class Preprocess(layers.Layer):
-    """The backbone's pixel preprocessing, as a serializable layer.
-
-    Takes raw RGB floats in [0, 255]. Modes match ``keras.applications``:
-    ``"caffe"`` (RGB→BGR, minus the ImageNet BGR mean), ``"tf"`` (to [-1, 1]),
-    ``"torch"`` (to [0, 1], minus ImageNet mean, over ImageNet std), ``"none"``.
-
-    Args:
-        mode: one of `PREPROCESS_MODES`.
-    """
-
-    def __init__(self, mode: str = "none", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in PREPROCESS_MODES:
-            raise ValueError(
-                f"mode must be one of {', '.join(PREPROCESS_MODES)}. Received: mode={mode!r}"
-            )
-        self.mode = mode
-
-    def call(self, inputs):
-        x = ops.cast(inputs, self.compute_dtype)
-        if self.mode == "caffe":
-            return ops.flip(x, axis=-1) - ops.convert_to_tensor(CAFFE_MEAN_BGR, x.dtype)
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "torch":
-            mean = ops.convert_to_tensor(IMAGENET_MEAN_RGB, x.dtype)
-            std = ops.convert_to_tensor(IMAGENET_STD_RGB, x.dtype)
-            return (x / 255.0 - mean) / std
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
-
-
-POOLING_MODES = ("avg", "max", "flatten")
-
-
-@keras.saving.register_keras_serializable(package="tlcore")
-class FeaturePooling(layers.Layer):
-    """Pools one feature map, or several stage outputs, into one feature vector.
-
-    Each map is reduced by global average or max pooling (or flattened), and the results
-    are concatenated in order. Parameter-free, so cached features stay valid.
-
-    Args:
-        mode: ``"avg"``, ``"max"`` or ``"flatten"`` (flatten takes one map only).
-    """
-
-    def __init__(self, mode: str = "avg", **kwargs):
-        super().__init__(**kwargs)
-        if mode not in POOLING_MODES:
-            raise ValueError(
-                f"mode must be one of {', '.join(POOLING_MODES)}. Received: mode={mode!r}"
-            )
-        self.mode = mode
-
-    def call(self, inputs):
-        maps = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        pooled = []
-        for fmap in maps:
-            if self.mode == "avg":
-                pooled.append(ops.mean(fmap, axis=(1, 2)))
-            elif self.mode == "max":
-                pooled.append(ops.max(fmap, axis=(1, 2)))
-            else:
-                pooled.append(ops.reshape(fmap, (-1, math.prod(fmap.shape[1:]))))
-        return pooled[0] if len(pooled) == 1 else ops.concatenate(pooled, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        several = isinstance(input_shape, (list, tuple)) and isinstance(
-            input_shape[0], (list, tuple)
-        )
-        shapes = list(input_shape) if several else [input_shape]
-        if self.mode == "flatten":
-            width = sum(math.prod(s[1:]) for s in shapes)
-        else:
-            width = sum(s[-1] for s in shapes)
-        return (shapes[0][0], width)
-
-    def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
