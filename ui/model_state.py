@@ -20,7 +20,7 @@ from tlcore.config import (
     RunConfig,
 )
 from tlcore.fileio import atomic_write_bytes
-from tlcore.model.registry import BACKBONES, BackboneSpec, get_backbone
+from tlcore.model.registry import BACKBONES, BackboneSpec
 from tlcore.model.strategies import STRATEGY_TABLE
 from tlcore.model.weights import imagenet_weights_status
 from tlcore.store.workspace import Workspace
@@ -502,7 +502,3 @@ def _searches_head(state: Mapping[str, Any]) -> bool:
         return config_from_state(state).searches_head
     except ValueError:
         return False
-
-
-def spec_of(state: Mapping[str, Any]) -> BackboneSpec:
-    return get_backbone(state[key("backbone")])

@@ -2,17 +2,16 @@
 
 The form (left, `ui.model_form`) keeps its values in session state and makes a `RunConfig`;
 the summary (right) validates it, shows what trains in each phase, what it costs, and the
-layers of the network, and starts the run. The architecture comes from a model built once
-per structure (`st.cache_resource`) with random weights: shapes and parameter counts do not
-depend on the starting weights, which are loaded by the run itself, never silently replaced.
+layers of the network (`ui.model_architecture`), and starts the run. The architecture comes
+from a model built once per structure (`st.cache_resource`) with random weights: shapes and
+parameter counts do not depend on the starting weights, which are loaded by the run itself,
+never silently replaced.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from tlcore.config import RunConfig
@@ -24,14 +23,13 @@ from tlcore.model.weights import imagenet_weights_status
 from tlcore.store import jobs, runs
 from tlcore.training import estimate
 from tlcore.training.progress import format_duration, strategy_label
+from ui import model_architecture as architecture
 from ui import model_form as form
 from ui import model_state as form_state
-from ui.charts import CHART_CONFIG, GRID_COLOR, TRAIN_COLOR, VAL_COLOR
-from ui.common import PAGES, empty_state, fact_tile, page_header, workspace
+from ui.common import PAGES, empty_state, page_header, workspace
 
 TRAINING_RUN_KEY = "training_run"  # the Training page shows this run
 TRAINING_QUERY_PARAM = "run"  # ... and this deep link, so a reload keeps it
-PHASE_VIEW_KEY = "model_phase_view"
 # What the network's structure depends on (the preview model is cached by these).
 STRUCTURE_FIELDS = (
     "backbone",
@@ -54,23 +52,6 @@ STRUCTURE_FIELDS = (
 # ... and what decides which of its weights train in each phase.
 PHASE_FIELDS = ("strategy", "unfreeze", "unfreeze_unit", "train_batchnorm")
 MAX_PREVIEW_HEAD_PARAMS = 150_000_000  # beyond this, building the preview would eat memory
-FROZEN_COLOR = "rgba(128, 138, 155, 0.45)"
-ROW_COLORS = {
-    "trains": "background-color: rgba(28, 109, 208, 0.13)",
-    "partly": "background-color: rgba(240, 140, 0, 0.16)",
-    "frozen": "background-color: rgba(128, 128, 128, 0.10)",
-    "no weights": "",
-}
-STATUS_MARK = {"trains": "●", "partly": "◐", "frozen": "○", "no weights": ""}
-# Layer table columns: label, width in pixels, tooltip.
-LAYER_COLUMNS = {
-    "status": ("", 28, "● trains · ◐ only its biases train · ○ frozen"),
-    "block": ("Block", 90, "The backbone block, or the part of the model"),
-    "layer": ("Layer", 124, None),
-    "type": ("Type", 88, None),
-    "output": ("Output", 74, "Output shape, without the batch dimension"),
-    "params": ("Params", 58, "Parameters (weights) of the layer"),
-}
 
 
 # -- cached model facts ------------------------------------------------------------------
@@ -106,63 +87,6 @@ def _head_too_big(config: RunConfig) -> int:
     spec = get_backbone(config.backbone)
     side = -(-strategies.image_size(config) // 32)
     return spec.features_at(config.alpha) * side * side * config.dense_units[0]
-
-
-# -- the figure ----------------------------------------------------------------------------
-def _blocks_figure(rows: list[dict]) -> go.Figure:
-    """Parameters per block, stacked: what trains, what stays frozen, and the new head."""
-    order: list[str] = []
-    trains: dict[str, int] = {}
-    frozen: dict[str, int] = {}
-    for row in rows:
-        if not row["params"] or row["part"] not in (strategies.BACKBONE_NAME, strategies.HEAD_NAME):
-            continue
-        block = row["block"]
-        if block not in trains:
-            order.append(block)
-            trains[block] = frozen[block] = 0
-        trains[block] += row["trainable_params"]
-        frozen[block] += row["params"] - row["trainable_params"]
-    backbone = [b for b in order if b != strategies.HEAD_NAME]
-    hover = "<b>%{x}</b><br>%{y:,} parameters<extra>%{fullData.name}</extra>"
-    fig = go.Figure(
-        [
-            go.Bar(
-                name="Trains",
-                x=backbone,
-                y=[trains[b] for b in backbone],
-                marker_color=TRAIN_COLOR,
-                hovertemplate=hover,
-            ),
-            go.Bar(
-                name="Frozen",
-                x=backbone,
-                y=[frozen[b] for b in backbone],
-                marker_color=FROZEN_COLOR,
-                hovertemplate=hover,
-            ),
-            go.Bar(
-                name="New head",
-                x=["head"],
-                y=[trains.get(strategies.HEAD_NAME, 0)],
-                marker_color=VAL_COLOR,
-                hovertemplate=hover,
-            ),
-        ]
-    )
-    fig.update_layout(
-        barmode="stack",
-        height=260,
-        margin=dict(l=8, r=8, t=8, b=8),
-        bargap=0.15,
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title=None, traceorder="normal"),
-        paper_bgcolor="rgba(0,0,0,0)",
-        plot_bgcolor="rgba(0,0,0,0)",
-        xaxis=dict(type="category", tickangle=-50, tickfont=dict(size=10), automargin=True),
-        yaxis=dict(title="Parameters", gridcolor=GRID_COLOR, tickformat="~s", automargin=True),
-        hoverlabel=dict(namelength=-1),
-    )
-    return fig
 
 
 # -- the summary column ----------------------------------------------------------------------
@@ -313,67 +237,6 @@ def _start(config: RunConfig) -> None:
     st.switch_page(PAGES["training"], query_params={TRAINING_QUERY_PARAM: run_id})
 
 
-def _parameters(arch: dict, config: RunConfig) -> None:
-    """Total, head and trainable parameters (per phase for two-phase), as metrics."""
-    phases = strategies.training_phases(config)
-    data = arch["phases"]
-    total = data[0]["total"]
-    head = data[0]["by_part"].get(strategies.HEAD_NAME, {}).get("params", 0)
-    with st.container(border=True):
-        st.markdown("**:material/stacked_bar_chart: Parameters**")
-        tiles = [
-            (
-                "Total",
-                form.count_text(total),
-                None,
-                f"{total:,} weights in the backbone and the new head.",
-            ),
-            (
-                "New head",
-                form.count_text(head),
-                None,
-                f"{head:,} weights in the layers added on top of the backbone; they always train.",
-            ),
-        ]
-        for i, info in enumerate(data):
-            share = info["trainable"] / total if total else 0.0
-            tiles.append(
-                (
-                    "Trainable" + (f" · phase {i + 1}" if len(data) > 1 else ""),
-                    form.count_text(info["trainable"]),
-                    f"{share:.1%} of total",
-                    f"{info['trainable']:,} weights the optimizer updates — "
-                    f"{phases[i].description}.",
-                )
-            )
-        if len(data) == 1:
-            frozen = total - data[0]["trainable"]
-            tiles.append(
-                (
-                    "Frozen",
-                    form.count_text(frozen),
-                    f"{frozen / total:.1%} of total" if total else None,
-                    f"{frozen:,} weights that keep their starting values (batch-norm moving "
-                    "statistics count here: they are never trained by the optimizer).",
-                )
-            )
-        for row in range(0, len(tiles), 2):
-            for column, (label, value, delta, text) in zip(
-                st.columns(2), tiles[row : row + 2], strict=False
-            ):
-                fact_tile(column, label, value, delta, text)
-        if config.strategy in form.FINE_TUNE_STRATEGIES and config.unfreeze:
-            names = [b["block"] for b in arch["blocks"]]
-            if config.unfreeze_unit == "blocks":
-                chosen = names[-config.unfreeze :]
-                st.caption(
-                    f":material/lock_open: Unfrozen blocks: {', '.join(chosen)}"
-                    + (f" (all {len(names)})" if len(chosen) == len(names) else "")
-                )
-        if config.train_batchnorm and config.strategy != "feature_extraction":
-            st.caption(":material/info: Batch-norm statistics of unfrozen layers update too.")
-
-
 def _duration(seconds: float) -> str:
     return "under 1 s" if seconds < 1 else format_duration(seconds)
 
@@ -447,71 +310,6 @@ def _cost(config: RunConfig, train_images: int) -> None:
         st.caption(f":material/info: {note}")
 
 
-def _architecture_view(arch: dict, config: RunConfig, spec_name: str) -> None:
-    phases = arch["phases"]
-    with st.container(border=True):
-        st.markdown("**:material/schema: Architecture**")
-        st.caption(
-            ":material/visibility: Structure preview, built with random weights: layers, "
-            "shapes and parameter counts are those of the run, which loads its starting "
-            f"weights ({_weights_text(config)}) when it starts."
-        )
-        index = 0
-        if len(phases) > 1:
-            choice = st.segmented_control(
-                "Show",
-                [1, 2],
-                key=PHASE_VIEW_KEY,
-                default=1,
-                required=True,
-                format_func=lambda i: "Phase 1 · head only" if i == 1 else "Phase 2 · fine-tune",
-                label_visibility="collapsed",
-            )
-            index = (choice or 1) - 1
-        rows = phases[index]["rows"]
-        st.plotly_chart(_blocks_figure(rows), config=CHART_CONFIG, key="blocks_chart")
-        only_weights = st.toggle(
-            "Only layers with parameters",
-            value=True,
-            key="model_only_weights",
-            help="Hide activations, padding, pooling and other layers without weights.",
-        )
-        shown = [r for r in rows if r["params"] > 0 or not only_weights]
-        table = pd.DataFrame(shown, columns=list(LAYER_COLUMNS))
-        table["status"] = table["status"].map(STATUS_MARK)
-        colors = [ROW_COLORS[r["status"]] for r in shown]
-        styled = (
-            table[list(LAYER_COLUMNS)]
-            .style.apply(lambda _column: colors, axis=0)
-            .format({"params": "{:,}"})
-        )
-        st.dataframe(
-            styled,
-            hide_index=True,
-            width="stretch",
-            height=380,
-            column_config={
-                name: st.column_config.TextColumn(label, help=text, width=width)
-                for name, (label, width, text) in LAYER_COLUMNS.items()
-            },
-        )
-        with_weights = [r for r in rows if r["params"]]
-        counts = pd.Series([r["status"] for r in with_weights], dtype=object).value_counts()
-        parts = [
-            f"{int(counts[s])} {word}"
-            for s, word in (
-                ("trains", "train"),
-                ("partly", "train biases only"),
-                ("frozen", "frozen"),
-            )
-            if counts.get(s)
-        ]
-        st.caption(
-            f":blue[●] trains · :orange[◐] biases only · :gray[○] frozen — {spec_name}: "
-            f"{len(rows)} layers, {len(with_weights)} with weights: {', '.join(parts)}."
-        )
-
-
 def _frozen_phase() -> bool:
     state = st.session_state
     strategy = state.get(form.key("strategy"))
@@ -552,9 +350,11 @@ def _right_column() -> None:
         _wait_for_preview(config, len(dataset.classes))
         _cost(config, train_images)
         return
-    _parameters(arch, config)
+    architecture.render_parameters(arch, config)
     _cost(config, train_images)
-    _architecture_view(arch, config, get_backbone(config.backbone).display_name)
+    architecture.render_architecture(
+        arch, get_backbone(config.backbone).display_name, _weights_text(config)
+    )
 
 
 def _wait_for_preview(config: RunConfig, num_classes: int) -> None:

@@ -41,6 +41,7 @@ SPLIT_ALIASES = {
 SOURCE_MODES = ("copy", "index")
 SKIP_REASONS = (*images.REASONS, "outside_class_folder")
 MIN_CLASSES = 2
+MIN_TRAIN_FRACTION = 0.1  # an import's validation and test shares leave at least this to train
 TINY_IMAGE_SIDE = 32  # smaller than this, most pretrained backbones see mostly upsampling blur
 HASH_CHUNK_BYTES = 1024 * 1024
 PROBE_WORKERS = max(4, min(16, 2 * (os.cpu_count() or 2)))  # hashing waits on disk, not CPU
@@ -69,7 +70,8 @@ class ImportOptions:
 
     Attributes:
         val_fraction: share of each class set aside for validation (default 0.15).
-        test_fraction: share of each class set aside for testing (default 0.15).
+        test_fraction: share of each class set aside for testing (default 0.15). Together
+            with ``val_fraction`` it leaves at least `MIN_TRAIN_FRACTION` (10%) for training.
         seed: seeds the split, so the same images always split the same way (default 42).
         min_images_per_class: fewer images than this in a class refuses the import
             (default 5).
@@ -96,9 +98,10 @@ class ImportOptions:
                 raise DatasetError(
                     f"{name} must be at least 0 and below 1. Received: {name}={value!r}"
                 )
-        if self.val_fraction + self.test_fraction > 0.9:
+        if self.val_fraction + self.test_fraction > 1.0 - MIN_TRAIN_FRACTION:
             raise DatasetError(
-                "val_fraction + test_fraction must leave at least 10% for training. "
+                "val_fraction + test_fraction must leave at least "
+                f"{MIN_TRAIN_FRACTION:.0%} for training. "
                 f"Received: val_fraction={self.val_fraction}, test_fraction={self.test_fraction}"
             )
         if not isinstance(self.seed, int):
