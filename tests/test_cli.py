@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests.conftest import REPO_ROOT, tiny_config
-from tlcore import cli
+from tlcore import cli, cli_output
 from tlcore.store import runs
 
 SUBCOMMANDS = [
@@ -150,6 +151,42 @@ def test_importing_a_single_class_is_refused_with_the_reason(ws, tmp_path, capsy
     code = cli.main(["--workspace", str(ws.root), "datasets", "import", "--folder", str(folder)])
     assert code == 2
     assert "cats" in capsys.readouterr().err
+
+
+def test_import_progress_off_a_terminal_is_a_few_lines_ending_at_100(ws, tmp_path, capsys):
+    from tests.conftest import write_class_folders
+
+    folder = write_class_folders(tmp_path / "pets", {"cats": 40, "dogs": 40})
+    started = time.monotonic()
+    code = cli.main(["--workspace", str(ws.root), "datasets", "import", "--folder", str(folder)])
+    assert code == 0
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert "\r" not in err  # a log gets lines, not carriage-return redraws
+    bars = [line for line in err.splitlines() if line.startswith("Importing")]
+    assert 1 <= len(bars) <= 2 + elapsed / 5  # the first, one per 5 s at most, the last
+    assert bars[-1].startswith("Importing 100%|")
+    assert sum("100%" in line for line in bars) == 1
+
+
+def test_progress_bar_finishes_once_and_an_unfinished_one_vanishes(capsys):
+    import gc
+
+    report = cli_output.stderr_progress("Exporting")
+    report(0.0, "Loading")
+    report(1.0, "Done")
+    report(1.0, "Done again")  # already finished: ignored
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("Exporting 100%|") and lines[-1].endswith("Done")
+    assert sum("100%" in line for line in lines) == 1
+
+    report = cli_output.stderr_progress("Exporting")
+    report(0.0, "Loading")
+    report(0.4, "Exporting keras")
+    print("error: the export failed", file=sys.stderr)  # what cmd_export prints
+    del report
+    gc.collect()
+    assert capsys.readouterr().err.splitlines()[-1] == "error: the export failed"
 
 
 @pytest.mark.slow

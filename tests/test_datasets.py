@@ -744,17 +744,40 @@ def test_delete_removes_the_folder_even_when_broken(ws, tmp_path):
     assert hidden_entries(ws) == []
 
 
-def test_workspace_index_is_told_about_imports_and_deletes(ws, tmp_path, monkeypatch):
-    from tlcore.store import index
+def indexed_datasets(ws) -> dict[str, tuple[str, dict]]:
+    """What the workspace's SQLite index holds about datasets: id → (name, manifest)."""
+    import sqlite3
+    from contextlib import closing
 
-    calls = []
-    monkeypatch.setattr(index, "record_dataset", lambda w, m: calls.append(("record", m["id"])))
-    monkeypatch.setattr(index, "forget_dataset", lambda w, i: calls.append(("forget", i)))
+    with closing(sqlite3.connect(ws.index_path)) as conn:
+        rows = conn.execute("SELECT id, name, manifest_json FROM datasets").fetchall()
+    return {row_id: (name, json.loads(manifest)) for row_id, name, manifest in rows}
+
+
+def test_workspace_index_records_imports_and_forgets_deletes(ws, tmp_path):
+    first = datasets.import_folder(ws, make_classes(tmp_path / "a", {"a": 5, "b": 5}), name="one")
+    second = datasets.import_folder(
+        ws, make_classes(tmp_path / "b", {"x": 5, "y": 5}, seed=1), name="two"
+    )
+    assert indexed_datasets(ws) == {
+        first.id: ("one", first.manifest),
+        second.id: ("two", second.manifest),
+    }
+
+    datasets.delete_dataset(ws, "one")
+
+    assert indexed_datasets(ws) == {second.id: ("two", second.manifest)}
+
+
+def test_an_index_that_cannot_be_written_does_not_fail_the_import(ws, tmp_path, caplog):
+    ws.index_path.mkdir()  # SQLite cannot open a folder as its database
 
     ds = datasets.import_folder(ws, make_classes(tmp_path / "a", {"a": 5, "b": 5}))
-    datasets.delete_dataset(ws, ds.name)
 
-    assert calls == [("record", ds.id), ("forget", ds.id)]
+    assert [d.id for d in datasets.list_datasets(ws)] == [ds.id]
+    assert "Could not update the workspace index (record_dataset)" in caplog.text
+    datasets.delete_dataset(ws, ds.id)
+    assert datasets.list_datasets(ws) == []
 
 
 def test_items_filters_by_split_and_checks_the_name(ws, tmp_path):

@@ -59,7 +59,6 @@ def test_a_finished_run_is_evaluated_once_and_stored_beside_the_training_summary
         "per_class.csv",
         "confusion_matrix.csv",
         "predictions.npz",
-        "interpretation.json",
         "validation/metrics.json",
     ):
         assert (folder / name).is_file(), name

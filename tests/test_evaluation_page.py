@@ -1,15 +1,16 @@
 """The Evaluation page (AppTest): metrics, confusion matrix and drill-down, evaluate now,
 baseline and sweep buttons.
 
-Runs are made with the folder functions the worker uses; their evaluation goes through
-`evaluate.evaluate_run` with the model replaced by fixed probabilities, so no TensorFlow is
-needed. One slow test trains a real tiny run first. `jobs.schedule` is replaced so that no
-worker starts.
+Runs are made with the folder functions the worker uses and a real, untrained small CNN
+saved as training saves it; their evaluation is the real `evaluate.evaluate_run`. "Evaluate
+now" starts a real background task (its own process). One slow test trains a real tiny run
+first. `jobs.schedule` is replaced so that no training worker starts.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import time
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -17,10 +18,11 @@ from tests.conftest import REPO_ROOT, tiny_config
 from tlcore.data import datasets
 from tlcore.evaluation import compare, evaluate, stats
 from tlcore.fileio import atomic_write_json
-from tlcore.store import jobs, runs
+from tlcore.store import jobs, runs, tasks
 from tlcore.training import sweep, train
 
 TIMEOUT_S = 180
+TASK_TIMEOUT_S = 180  # a fresh process imports TensorFlow, then evaluates
 PAGE = "views/evaluation.py"
 
 
@@ -31,36 +33,14 @@ def schedule_calls(monkeypatch) -> list:
     return calls
 
 
-class _FakeModel:
-    input_shape = (None, 32, 32, 3)
-    output_shape = (None, 3)
-
-
-def _fixed_probs(items, num_classes=3):
-    """Mostly right: every fourth image is taken for the next class, 70% sure."""
-    probs = np.full((len(items), num_classes), 0.1, dtype=np.float32)
-    for i, item in enumerate(items):
-        guess = (item.label + 1) % num_classes if i % 4 == 3 else item.label
-        probs[i] = 0.3 / (num_classes - 1)
-        probs[i, guess] = 0.7
-    return probs
-
-
-@pytest.fixture
-def fake_model(monkeypatch):
-    """`evaluate_run` predicts fixed probabilities instead of loading a Keras model."""
-    monkeypatch.setattr(evaluate, "_load_model", lambda record: _FakeModel())
-    monkeypatch.setattr(
-        evaluate,
-        "_predict",
-        lambda model, items, size, batch, report, split: _fixed_probs(items),
-    )
-
-
 def make_finished_run(ws, dataset: str, *, name: str, evaluated: bool = True, **changes):
-    """A finished run of ``dataset`` with a history, a (dummy) model and its evaluation."""
+    """A finished run of ``dataset`` with a history, a real (untrained) model saved as
+    training saves it, and its evaluation."""
+    from tlcore.model import model_store, models
+
     ds = datasets.load_dataset(ws, dataset)
-    record = runs.create_run(ws, tiny_config(dataset, name=name, epochs=3, **changes))
+    config = tiny_config(dataset, name=name, epochs=3, **changes)
+    record = runs.create_run(ws, config)
     atomic_write_json(
         record.dir / train.CLASSES_FILE,
         {"classes": ds.classes, "dataset_id": ds.id, "dataset_hash": ds.content_hash},
@@ -74,7 +54,8 @@ def make_finished_run(ws, dataset: str, *, name: str, evaluated: bool = True, **
         runs.append_progress(record.dir, "epoch_end", phase=1, epoch=epoch, logs=logs, seconds=1)
         history.append({"epoch": epoch, "phase": 1, "seconds": 1} | logs)
     atomic_write_json(record.dir / runs.HISTORY_FILE, {"epochs": history})
-    (record.dir / runs.MODEL_FILE).write_bytes(b"not read: the model is faked")
+    model = models.build_model(config, len(ds.classes))
+    model_store.save_model(model, record.dir / runs.MODEL_FILE)
     summary = {
         "epochs_completed": 3,
         "val_accuracy": 0.75,
@@ -108,7 +89,7 @@ def _text(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
-def test_a_finished_run_shows_tiles_confusion_matrix_and_cell_images(ws, tiny_dataset, fake_model):
+def test_a_finished_run_shows_tiles_confusion_matrix_and_cell_images(ws, tiny_dataset):
     run_id = make_finished_run(ws, tiny_dataset, name="colours")
     result = evaluate.load_evaluation(ws, run_id)
     at = open_page(ws)
@@ -133,7 +114,7 @@ def test_a_finished_run_shows_tiles_confusion_matrix_and_cell_images(ws, tiny_da
     assert f"**{count:,}** of" in _text(at) and "were recognised" in _text(at)
 
 
-def test_the_query_parameter_chooses_the_run(ws, tiny_dataset, fake_model):
+def test_the_query_parameter_chooses_the_run(ws, tiny_dataset):
     first = make_finished_run(ws, tiny_dataset, name="first run")
     make_finished_run(ws, tiny_dataset, name="second run")
     at = open_page(ws, {"run": first})
@@ -141,17 +122,50 @@ def test_the_query_parameter_chooses_the_run(ws, tiny_dataset, fake_model):
     assert "first run" in _text(at)
 
 
-def test_a_run_without_stored_evaluation_can_be_evaluated_now(ws, tiny_dataset, fake_model):
+def _wait_for_task(ws, run_id: str, kind: str = "evaluate") -> tasks.Task:
+    deadline = time.monotonic() + TASK_TIMEOUT_S
+    while time.monotonic() < deadline:
+        task = tasks.latest(ws, run_id, kind)
+        if task is not None and not task.active:
+            return task
+        time.sleep(0.5)
+    raise AssertionError(f"the {kind} task did not end: {tasks.latest(ws, run_id, kind)}")
+
+
+def test_a_run_without_stored_evaluation_is_evaluated_in_a_background_task(ws, tiny_dataset):
     run_id = make_finished_run(ws, tiny_dataset, name="old run", evaluated=False)
     at = open_page(ws)
     assert "has no stored evaluation yet" in _text(at)
     at.button(key="evaluate_now").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    task = tasks.latest(ws, run_id, "evaluate")
+    assert task is not None  # started in its own process; the page follows it
+    if task.active:
+        assert "Evaluating the run on its test images" in _text(at)
+    done = _wait_for_task(ws, run_id)
+    assert done.state == tasks.FINISHED, done.message
+    assert done.result["run_id"] == run_id and "accuracy" in done.result
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
     assert evaluate.load_evaluation(ws, run_id) is not None
     assert "Confusion matrix" in _text(at)
+    assert not any(b.key == "evaluate_now" for b in at.button)
 
 
-def test_transfer_and_sweep_buttons_queue_runs(ws, tiny_dataset, fake_model, schedule_calls):
+def test_an_evaluation_that_fails_says_why_and_can_be_started_again(ws, tiny_dataset):
+    run_id = make_finished_run(ws, tiny_dataset, name="no model", evaluated=False)
+    runs.read_run(ws, run_id).dir.joinpath(runs.MODEL_FILE).unlink()
+    at = open_page(ws)
+    at.button(key="evaluate_now").click().run()
+    done = _wait_for_task(ws, run_id)
+    assert done.state == tasks.FAILED
+    at.run()
+    errors = " ".join(e.value for e in at.error)
+    assert "Could not evaluate the run." in errors and done.message in errors
+    assert at.button(key="evaluate_now").label == "Evaluate now"  # offered again
+
+
+def test_transfer_and_sweep_buttons_queue_runs(ws, tiny_dataset, schedule_calls):
     run_id = make_finished_run(ws, tiny_dataset, name="pretrained", strategy="fine_tune_top")
     at = open_page(ws)
     next(b for b in at.button if b.label == "Train the from-scratch baseline").click().run()
@@ -167,7 +181,7 @@ def test_transfer_and_sweep_buttons_queue_runs(ws, tiny_dataset, fake_model, sch
     assert "0 of 5 runs finished" in _text(at)
 
 
-def test_runs_with_other_classes_are_not_offered_for_comparison(ws, tiny_dataset, fake_model):
+def test_runs_with_other_classes_are_not_offered_for_comparison(ws, tiny_dataset):
     run_id = make_finished_run(ws, tiny_dataset, name="three colours")
     other = runs.create_run(ws, tiny_config(tiny_dataset, name="two colours"))
     atomic_write_json(other.dir / train.CLASSES_FILE, {"classes": ["a", "b"], "dataset_id": "y"})

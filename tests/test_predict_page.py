@@ -4,6 +4,7 @@ folder, export, and the refusals (tampered model, full-model upload, bad images)
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from tests.conftest import REPO_ROOT
 from tests.test_model_store import make_finished_run
 from tlcore.serving import predict
-from tlcore.store import runs
+from tlcore.store import runs, tasks
 
 TIMEOUT_S = 120
 
@@ -123,18 +124,47 @@ def test_batch_over_a_server_folder_gives_a_table_and_a_csv(ws, tmp_path):
     assert any(b.label == "Download CSV" for b in at.get("download_button"))
 
 
+def _wait_for_export(ws, run_id: str) -> tasks.Task:
+    deadline = time.monotonic() + 300  # a fresh process imports TensorFlow, then converts
+    while time.monotonic() < deadline:
+        task = tasks.latest(ws, run_id, "export")
+        if task is not None and not task.active:
+            return task
+        time.sleep(0.5)
+    raise AssertionError(f"the export did not end: {tasks.latest(ws, run_id, 'export')}")
+
+
 @pytest.mark.slow
-def test_export_builds_a_bundle_and_shows_the_agreement(ws):
+def test_export_runs_in_the_background_and_shows_the_agreement(ws):
     run_id, _ = make_finished_run(ws, dataset="gone")
     at = open_predict(run_id)
     at.multiselect(key=f"predict_formats_{run_id}").set_value(["tflite"]).run()
     at.button(key="predict_export").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    frame = at.dataframe[0].value
+    task = tasks.latest(ws, run_id, "export")
+    assert task is not None and task.kind == "export"
+    done = _wait_for_export(ws, run_id)
+    assert done.state == tasks.FINISHED, done.message
+    # Another session (a second tab) picks the result up from the run folder.
+    at = open_predict(run_id)
+    at.tabs  # noqa: B018 - the export tab is rendered with the others
+    frame = next(d.value for d in at.dataframe if "Format" in d.value.columns)
     assert list(frame["Format"]) == ["TensorFlow Lite (float32)"]
     assert frame["Top-1 agreement"].iloc[0] == 1.0
     assert np.isclose(frame["Max. probability difference"].iloc[0], 0, atol=1e-4)
     assert any(b.label == "Download bundle" for b in at.get("download_button"))
+
+
+def test_a_failed_export_says_why_on_the_page(ws):
+    run_id, _ = make_finished_run(ws, dataset="gone")
+    (ws.run_dir(run_id) / "exports").write_text("a file where the exports folder goes")
+    at = open_predict(run_id)
+    at.button(key="predict_export").click().run()
+    done = _wait_for_export(ws, run_id)
+    assert done.state == tasks.FAILED and "Could not create" in done.message
+    at.run()
+    errors = " ".join(e.value for e in at.error)
+    assert "Export failed." in errors and "Could not create" in errors
 
 
 def test_a_camera_picture_is_classified_like_an_upload(ws):

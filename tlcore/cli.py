@@ -6,16 +6,18 @@ Every command exits 0 on success, 1 when the thing asked for failed (a run faile
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
+from tlcore.cli_output import fmt_metric, print_json, stderr_progress, table
 from tlcore.cli_parser import build_parser
 from tlcore.config import RunConfig, apply_overrides
 from tlcore.evaluation import stats
 from tlcore.fileio import StorageError, read_json
-from tlcore.store import jobs, runs
+from tlcore.store import jobs, runs, tasks
 from tlcore.store.workspace import open_workspace
 from tlcore.training import presets
 from tlcore.training.progress import format_duration, summarize_progress
@@ -25,24 +27,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 class UserError(Exception):
     """An error the user can fix; printed without a traceback."""
-
-
-# -- output helpers -----------------------------------------------------------------
-def _print_json(obj) -> None:
-    print(json.dumps(obj, sort_keys=True, default=str))
-
-
-def _table(rows: list[dict], columns: list[str]) -> str:
-    if not rows:
-        return ""
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(lines)
-
-
-def _fmt_metric(value) -> str:
-    return "" if value is None else f"{value:.3f}"
 
 
 # -- progress bar for foreground training -------------------------------------------
@@ -133,7 +117,7 @@ def cmd_train(args, ws) -> int:
     config = config_from_args(ws, args)
     run_id = jobs.submit(ws, config)
     if args.detach:
-        _print_json({"run_id": run_id, "status": runs.read_run(ws, run_id).state})
+        print_json({"run_id": run_id, "status": runs.read_run(ws, run_id).state})
         return EXIT_OK
     print(f"Run {run_id} started; Ctrl+C stops watching (training continues).", file=sys.stderr)
     try:
@@ -144,7 +128,7 @@ def cmd_train(args, ws) -> int:
             file=sys.stderr,
         )
         return EXIT_OK
-    _print_json(_final_line(record))
+    print_json(_final_line(record))
     return EXIT_OK if record.state == runs.FINISHED else EXIT_FAILED
 
 
@@ -163,14 +147,14 @@ def cmd_runs(args, ws) -> int:
     if args.runs_cmd == "list":
         rows = [runs.run_row(r) for r in runs.list_runs(ws)]
         if args.json:
-            _print_json(rows)
+            print_json(rows)
         elif not rows:
             print("No runs yet. Start one with `python -m tlcore train --set dataset=NAME`.")
         else:
             for row in rows:
-                row["val_accuracy"] = _fmt_metric(row["val_accuracy"])
+                row["val_accuracy"] = fmt_metric(row["val_accuracy"])
             print(
-                _table(
+                table(
                     rows,
                     ["id", "state", "dataset", "backbone", "strategy", "val_accuracy", "problem"],
                 )
@@ -181,11 +165,11 @@ def cmd_runs(args, ws) -> int:
         from tlcore.store import index
 
         n_runs, n_datasets = index.rebuild(ws, runs.index_rows(ws), datasets.manifests(ws))
-        _print_json({"runs": n_runs, "datasets": n_datasets})
+        print_json({"runs": n_runs, "datasets": n_datasets})
         return EXIT_OK
     record = runs.read_run(ws, args.run_id)
     if args.runs_cmd == "show":
-        _print_json(
+        print_json(
             {
                 "id": record.id,
                 "dir": str(record.dir),
@@ -198,7 +182,7 @@ def cmd_runs(args, ws) -> int:
         return EXIT_OK
     if args.runs_cmd == "cancel":
         state = jobs.cancel(ws, args.run_id)
-        _print_json(
+        print_json(
             {
                 "run_id": args.run_id,
                 "status": state,
@@ -209,10 +193,10 @@ def cmd_runs(args, ws) -> int:
     if args.runs_cmd == "resume":
         jobs.resume(ws, args.run_id)
         if args.detach:
-            _print_json({"run_id": args.run_id, "status": runs.read_run(ws, args.run_id).state})
+            print_json({"run_id": args.run_id, "status": runs.read_run(ws, args.run_id).state})
             return EXIT_OK
         record = _follow(ws, args.run_id, record.config.total_epochs, args.quiet)
-        _print_json(_final_line(record))
+        print_json(_final_line(record))
         return EXIT_OK if record.state == runs.FINISHED else EXIT_FAILED
     raise UserError(f"unknown runs command {args.runs_cmd!r}")
 
@@ -224,15 +208,15 @@ def cmd_datasets(args, ws) -> int:
         items = datasets.list_datasets(ws)
         rows = [_dataset_row(d) for d in items]
         if args.json:
-            _print_json(rows)
+            print_json(rows)
         elif not rows:
             print("No datasets yet. Import one: `python -m tlcore datasets import --demo`.")
         else:
-            print(_table(rows, ["id", "name", "classes", "images", "problem"]))
+            print(table(rows, ["id", "name", "classes", "images", "problem"]))
         return EXIT_OK
     if args.datasets_cmd == "show":
         ds = datasets.load_dataset(ws, args.name)
-        _print_json({"manifest": ds.manifest, "report": ds.report})
+        print_json({"manifest": ds.manifest, "report": ds.report})
         return EXIT_OK
     if args.datasets_cmd == "delete":
         if not args.yes:
@@ -240,7 +224,7 @@ def cmd_datasets(args, ws) -> int:
                 f"Deleting dataset {args.name!r} cannot be undone; add --yes to confirm."
             )
         datasets.delete_dataset(ws, args.name)
-        _print_json({"deleted": args.name})
+        print_json({"deleted": args.name})
         return EXIT_OK
     # import
     options = datasets.ImportOptions(
@@ -249,7 +233,7 @@ def cmd_datasets(args, ws) -> int:
         seed=args.seed,
         mode=args.mode,
     )
-    progress = _stderr_progress("Importing")
+    progress = stderr_progress("Importing")
     if args.demo:
         ds = datasets.import_demo(ws, progress=progress)
     elif args.zip:
@@ -266,8 +250,7 @@ def cmd_datasets(args, ws) -> int:
         )
     else:
         raise UserError("Say what to import: --demo, --zip FILE, --folder DIR or --keras NAME.")
-    print(file=sys.stderr)
-    _print_json(
+    print_json(
         {
             "id": ds.id,
             "name": ds.name,
@@ -290,35 +273,35 @@ def _dataset_row(item) -> dict:
     }
 
 
-def _stderr_progress(label: str):
-    tty = sys.stderr.isatty()
-    last = [-1]
-
-    def report(fraction: float, message: str = "") -> None:
-        pct = int(fraction * 100)
-        if pct == last[0] and not tty:
-            return
-        last[0] = pct
-        bar = "#" * (pct // 4) + "." * (25 - pct // 4)
-        prefix, end = ("\r", "") if tty else ("", "\n")
-        print(f"{prefix}{label} [{bar}] {pct:3d}% {message[:60]}", end=end, file=sys.stderr)
-
-    return report
-
-
 # -- evaluation, sweeps and baselines ---------------------------------------------------
+def _task_reporter(args, ws) -> tasks.TaskReporter | contextlib.nullcontext:
+    """The background task this command reports to (``--task``, used by the app), or a
+    stand-in that reports nowhere."""
+    if not args.task:
+        return contextlib.nullcontext()
+    return tasks.TaskReporter(ws, args.run_id, args.task)
+
+
 def cmd_evaluate(args, ws) -> int:
+    with _task_reporter(args, ws) as task:
+        return _evaluate(args, ws, task)
+
+
+def _evaluate(args, ws, task: tasks.TaskReporter | None) -> int:
     from tlcore.evaluation import evaluate, run_report
 
-    progress = None if args.json else _stderr_progress("Evaluating")
+    if task is not None:
+        progress = task.progress
+    else:
+        progress = None if args.json else stderr_progress("Evaluating")
     if args.fresh:
         result = evaluate.evaluate_run(ws, args.run_id, dataset=args.dataset, progress=progress)
     else:
         result = evaluate.ensure_evaluation(
             ws, args.run_id, dataset=args.dataset, progress=progress
         )
-    if progress is not None:
-        print(file=sys.stderr)
+    if task is not None:
+        task.finish(json.loads(evaluate.summary_json(result)))
     written = {}
     if args.report:
         written = run_report.export_report(
@@ -327,7 +310,7 @@ def cmd_evaluate(args, ws) -> int:
     if args.json:
         data = json.loads(evaluate.summary_json(result))
         data["report"] = {k: str(v) for k, v in written.items()} or None
-        _print_json(data)
+        print_json(data)
         return EXIT_OK
     summary = result.summary()
     print(f"Run {result.run_id} on {result.dataset_name!r}, {result.split_label}:")
@@ -356,14 +339,14 @@ def cmd_sweep(args, ws) -> int:
 
     if args.results:
         results = sweep.sweep_results(ws, args.results)
-        _print_json(_sweep_json(results))
+        print_json(_sweep_json(results))
         return EXIT_OK
     if not args.dataset:
         raise UserError("Say which dataset to sweep on: --dataset NAME (or --results SWEEP_ID).")
     config = config_from_args(ws, args)
     started = sweep.start_sweep(ws, config, unfreeze=args.unfreeze)
     if not args.wait:
-        _print_json({"sweep_id": started.id, "runs": started.runs})
+        print_json({"sweep_id": started.id, "runs": started.runs})
         return EXIT_OK
     print(
         f"Sweep {started.id}: {len(started.runs)} runs queued; waiting for them "
@@ -381,7 +364,7 @@ def cmd_sweep(args, ws) -> int:
         )
         return EXIT_OK
     results = sweep.sweep_results(ws, started.id)
-    _print_json(_sweep_json(results))
+    print_json(_sweep_json(results))
     chosen = results.winner or results.tied  # a tie is an answer too
     return EXIT_OK if chosen else EXIT_FAILED
 
@@ -405,14 +388,14 @@ def cmd_baseline(args, ws) -> int:
 
     baseline_id = sweep.start_baseline(ws, args.run_id)
     if not args.wait:
-        _print_json({"run_id": args.run_id, "baseline_id": baseline_id})
+        print_json({"run_id": args.run_id, "baseline_id": baseline_id})
         return EXIT_OK
     print(f"Baseline {baseline_id} queued; waiting for it.", file=sys.stderr)
     jobs.wait_for(ws, args.run_id)
     jobs.wait_for(ws, baseline_id)
     verdict = compare.baseline_comparison(ws, args.run_id)
     if verdict is None:
-        _print_json(
+        print_json(
             {
                 "twin_run_id": baseline_id,
                 "verdict": "inconclusive",
@@ -422,7 +405,7 @@ def cmd_baseline(args, ws) -> int:
         )
         return EXIT_FAILED
     if args.json:
-        _print_json(verdict.to_dict())
+        print_json(verdict.to_dict())
     else:
         print(verdict.reason)
     return EXIT_OK if verdict.baseline_state == runs.FINISHED else EXIT_FAILED
@@ -452,7 +435,7 @@ def cmd_predict(args, ws) -> int:
         )
     rows = predict.prediction_rows(results, args.top_k)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
     else:
         table = []
         for p in results:
@@ -461,11 +444,11 @@ def cmd_predict(args, ws) -> int:
                 {
                     "file": p.name,
                     "predicted": p.predicted_class or "-",
-                    "probability": _fmt_metric(p.confidence) or "-",
+                    "probability": fmt_metric(p.confidence) or "-",
                     "next": others if p.ok else p.error,
                 }
             )
-        print(_table(table, ["file", "predicted", "probability", "next"]))
+        print(table(table, ["file", "predicted", "probability", "next"]))
     summary = predict.summarize(results)
     if args.csv:
         fileio.atomic_write_text(args.csv, predict.predictions_csv(results, args.top_k))
@@ -475,35 +458,42 @@ def cmd_predict(args, ws) -> int:
 
 
 def cmd_export(args, ws) -> int:
+    with _task_reporter(args, ws) as task:
+        return _export(args, ws, task)
+
+
+def _export(args, ws, task: tasks.TaskReporter | None) -> int:
     from tlcore.serving import export
 
     formats = [f.strip() for item in (args.format or ["keras"]) for f in item.split(",")]
     formats = export.check_formats([f for f in formats if f])
-    progress = _stderr_progress("Exporting")
+    progress = task.progress if task is not None else stderr_progress("Exporting")
     try:
         result = export.export_run(ws, args.run_id, formats, out_dir=args.out, progress=progress)
     except export.ExportError as exc:
-        print(file=sys.stderr)
+        if task is not None:
+            task.fail(str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    print(file=sys.stderr)
-    _print_json(
-        {
-            "run_id": args.run_id,
-            "bundle": str(result.bundle),
-            "agreement_measured_on": result.samples_from,
-            "formats": [
-                {
-                    "format": r.format,
-                    "files": r.files,
-                    "size_bytes": r.size_bytes,
-                    "agreement": r.agreement,
-                    "error": r.error,
-                }
-                for r in result.formats
-            ],
-        }
-    )
+    made = {
+        "run_id": args.run_id,
+        "bundle": str(result.bundle),
+        "agreement_measured_on": result.samples_from,
+        "formats": [
+            {
+                "format": r.format,
+                "label": r.label,
+                "files": r.files,
+                "size_bytes": r.size_bytes,
+                "agreement": r.agreement,
+                "error": r.error,
+            }
+            for r in result.formats
+        ],
+    }
+    if task is not None:
+        task.finish(made)
+    print_json(made)
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
@@ -537,7 +527,7 @@ def cmd_calibrate(args, ws) -> int:
         raise UserError(str(exc)) from None
     entry = estimate.calibrate(ws, config)
     if args.json:
-        _print_json(entry)
+        print_json(entry)
     else:
         print(
             f"{args.backbone} alpha {args.alpha:g}: {entry['forward_ips']:.1f} images/s forward, "

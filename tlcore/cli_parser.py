@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_eval.add_argument("--json", action="store_true", help="print one JSON object")
     p_eval.add_argument("--fresh", action="store_true", help="evaluate again, even if stored")
+    p_eval.add_argument("--task", help=argparse.SUPPRESS)  # report to this background task
     p_sweep = sub.add_parser(
         "sweep",
         help="train one run per freezing strategy and see which wins",
@@ -192,4 +193,5 @@ def build_parser() -> argparse.ArgumentParser:
         "for several (default keras)",
     )
     p_exp.add_argument("--out", help="folder to write the export bundle to")
+    p_exp.add_argument("--task", help=argparse.SUPPRESS)  # report to this background task
     return parser

@@ -86,6 +86,17 @@ def fact_tile(column, label: str, value: str, note: str | None, help_text: str) 
     )
 
 
+def fact(column, label: str, value: str, icon: str) -> None:
+    """A small captioned fact in a page header: icon and label above, the value in bold."""
+    column.caption(f"{icon} {label}")
+    column.markdown(f"**{value}**")
+
+
+def percent(value: float | None) -> str:
+    """A share as a percentage with one decimal; an en dash when there is none."""
+    return "–" if value is None else f"{value:.1%}"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":

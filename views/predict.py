@@ -3,7 +3,8 @@
 The model is loaded once per run and model hash (``st.cache_resource``, shared by every
 session) after `tlcore.model.model_store` has checked the file against the hash recorded when
 training saved it. Predictions, Grad-CAM overlays and batch results are kept in the
-session, so moving a widget does not redo work.
+session, so moving a widget does not redo work. An export runs as a background task in its
+own process (`tlcore.store.tasks`); the page follows it and any tab shows its bundle.
 """
 
 from __future__ import annotations
@@ -16,16 +17,16 @@ import pandas as pd
 import streamlit as st
 
 from tlcore.data import archives, images
-from tlcore.fileio import StorageError
 from tlcore.model import model_store
 from tlcore.model.weights import WeightsMismatchError
 from tlcore.serving import export, predict
-from tlcore.store import runs
+from tlcore.store import runs, tasks
 from tlcore.store.workspace import Workspace
 from tlcore.training import kept_model
 from ui.charts import CHART_CONFIG
 from ui.common import empty_state, human_bytes, page_header, workspace
 from ui.predict_charts import class_counts_figure, top_k_figure
+from ui.task_view import follow
 
 QUERY_PARAM = "run"
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
@@ -73,14 +74,9 @@ def _show_load_error(exc: Exception) -> None:
 
 
 # -- choosing the run ---------------------------------------------------------------------
-def _title(record: runs.RunRecord) -> str:
-    cfg = record.config
-    return (cfg.name.strip() if cfg else "") or f"{cfg.backbone} on {cfg.dataset}"
-
-
 def _run_label(record: runs.RunRecord) -> str:
     headline = kept_model.headline(record.status.summary if record.status else {})
-    return f"{_title(record)}{' · ' + headline if headline else ''} · {record.id}"
+    return f"{record.title}{' · ' + headline if headline else ''} · {record.id}"
 
 
 def _choose_run(finished: list[runs.RunRecord]) -> runs.RunRecord:
@@ -416,6 +412,16 @@ def _export_tab(record: runs.RunRecord) -> None:
         "`model_card.json`), the class names and `usage.py`. Every format takes raw RGB "
         "pixels 0–255; the preprocessing is inside the model."
     )
+    task = tasks.latest(ws, record.id, "export")
+    if task is not None and task.active:
+        with st.container(border=True):
+            st.markdown("**:material/package_2: Exporting…**")
+            st.caption(
+                "Every format is converted, reloaded with its own runtime and checked, in the "
+                "background: you can leave this page and come back."
+            )
+            follow(task)
+        return
     if st.button(
         "Build export bundle",
         type="primary",
@@ -423,51 +429,46 @@ def _export_tab(record: runs.RunRecord) -> None:
         disabled=not chosen,
         key=f"{KEY}export",
     ):
-        _build_export(record, chosen)
-    stored = st.session_state.get(f"{KEY}export_result")
-    if stored and stored.bundle.parent.parent == record.dir and stored.bundle.exists():
-        _export_result(stored)
-    _earlier_bundles(record, stored.bundle if stored else None)
-
-
-def _build_export(record: runs.RunRecord, formats: list[str]) -> None:
-    with st.status("Exporting…", expanded=True) as status:
-        bar = st.progress(0.0, text="Starting")
-
-        def progress(fraction: float, message: str) -> None:
-            bar.progress(min(max(fraction, 0.0), 1.0), text=message)
-
+        args = ["export", record.id, "--format", ",".join(chosen)]
         try:
-            result = export.export_run(ws, record.id, formats, progress=progress)
-        except (export.ExportError, model_store.ModelLoadError, StorageError) as exc:
-            status.update(label="Export failed", state="error")
-            st.error(str(exc), icon=":material/error:")
-            return
-        failed = len(result.failed)
-        status.update(
-            label=f"Exported {len(formats) - failed} of {len(formats)} formats",
-            state="complete" if not failed else "error",
-            expanded=False,
-        )
-    st.session_state[f"{KEY}export_result"] = result
+            tasks.start(ws, record.id, "export", args)
+        except (ValueError, LookupError, OSError) as exc:
+            st.error(f"**Could not start the export.** {exc}", icon=":material/error:")
+        else:
+            st.rerun()
+    just_made = None
+    if task is not None and task.failed:
+        st.error(f"**Export failed.** {task.message}", icon=":material/error:")
+    elif task is not None and task.result.get("bundle"):
+        bundle = Path(task.result["bundle"])
+        if bundle.exists():
+            just_made = bundle
+            _export_result(bundle, task.result)
+    _earlier_bundles(record, just_made)
 
 
-def _export_result(result: export.ExportResult) -> None:
+def _export_result(bundle: Path, result: dict) -> None:
+    """The newest bundle and how each of its formats agreed with the Keras model."""
+    formats = result.get("formats") or []
     with st.container(border=True):
-        st.markdown(f"**:material/package_2: {result.bundle.name}**")
-        problems = any(not r.ok for r in result.formats)
+        made = sum(1 for f in formats if not f.get("error"))
+        st.markdown(
+            f"**:material/package_2: {bundle.name}** :gray[· {made} of {len(formats)} formats]"
+        )
+        problems = any(f.get("error") for f in formats)
         rows = []
-        for r in result.formats:
-            agreement = r.agreement or {}
+        for f in formats:
+            agreement = f.get("agreement") or {}
+            ok = not f.get("error")
             row = {
-                "Format": r.label,
-                "Files": ", ".join(r.files) if r.ok else "—",
-                "Size": human_bytes(r.size_bytes) if r.ok else "—",
+                "Format": f.get("label") or export.FORMATS.get(f["format"], f["format"]),
+                "Files": ", ".join(f.get("files") or []) if ok else "—",
+                "Size": human_bytes(f.get("size_bytes") or 0) if ok else "—",
                 "Top-1 agreement": agreement.get("top1_match_rate"),
                 "Max. probability difference": agreement.get("max_abs_prob_diff"),
             }
             if problems:
-                row["Problem"] = r.error or ""
+                row["Problem"] = f.get("error") or ""
             rows.append(row)
         st.dataframe(
             pd.DataFrame(rows),
@@ -479,14 +480,14 @@ def _export_result(result: export.ExportResult) -> None:
                 "Problem": st.column_config.TextColumn(width="large"),
             },
         )
-        note = f"Agreement with the Keras model, measured on {result.samples_from}."
-        if any(r.format == "tflite-int8" and r.ok for r in result.formats):
+        note = f"Agreement with the Keras model, measured on {result.get('agreement_measured_on')}."
+        if any(f["format"] == "tflite-int8" and not f.get("error") for f in formats):
             note += " The int8 model is quantized, so small differences are expected."
         st.caption(note)
         st.download_button(
             "Download bundle",
-            result.bundle.read_bytes(),
-            file_name=result.bundle.name,
+            bundle.read_bytes(),
+            file_name=bundle.name,
             mime="application/zip",
             type="primary",
             icon=":material/download:",

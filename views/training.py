@@ -33,6 +33,7 @@ from ui.charts import CHART_CONFIG, training_curve_figure
 from ui.common import (
     PAGES,
     empty_state,
+    fact,
     flash,
     page_header,
     remember_selection,
@@ -67,13 +68,6 @@ TILES = (
 
 
 # -- small helpers -----------------------------------------------------------------
-def _title(record: runs.RunRecord) -> str:
-    cfg = record.config
-    if cfg is None:
-        return record.id
-    return cfg.name.strip() or f"{cfg.backbone} on {cfg.dataset}"
-
-
 def _queued_in_order(records: list[runs.RunRecord]) -> list[runs.RunRecord]:
     # The scheduler starts queued runs oldest id first.
     return sorted((r for r in records if r.state == runs.QUEUED), key=lambda r: r.id)
@@ -124,11 +118,11 @@ def _queue_row(record: runs.RunRecord, selected: str, *, prefix: str = "") -> No
     is_selected = record.id == selected
     with st.container(border=is_selected, gap="xxsmall"):
         clicked = st.button(
-            f"{prefix}{_title(record)}",
+            f"{prefix}{record.title}",
             key=f"pick_{record.id}",
             icon=STATE_ICONS.get(record.state, ":material/circle:"),
             type="tertiary",
-            help=f"{_title(record)} · run `{record.id}`",
+            help=f"{record.title} · run `{record.id}`",
             wrap=False,  # long names end in an ellipsis; the tooltip has them in full
         )
         if record.state == runs.RUNNING:
@@ -189,15 +183,10 @@ def _queue_panel(selected: str, polling: bool) -> None:
 
 
 # -- the selected run: header and actions ----------------------------------------------
-def _fact(column, label: str, value: str, icon: str) -> None:
-    column.caption(f"{icon} {label}")
-    column.markdown(f"**{value}**")
-
-
 def _header(record: runs.RunRecord) -> None:
     cfg, status = record.config, record.status
     with st.container(border=True):
-        st.markdown(f"### {_title(record)}")
+        st.markdown(f"### {record.title}")
         with st.container(horizontal=True, vertical_alignment="center"):
             about = [f"Run `{record.id}`"]
             if status is not None:
@@ -210,15 +199,15 @@ def _header(record: runs.RunRecord) -> None:
             _actions(record)
         if cfg is not None:
             facts = st.columns(4)
-            _fact(facts[0], "Dataset", cfg.dataset, ":material/photo_library:")
-            _fact(facts[1], "Backbone", cfg.backbone, ":material/account_tree:")
-            _fact(
+            fact(facts[0], "Dataset", cfg.dataset, ":material/photo_library:")
+            fact(facts[1], "Backbone", cfg.backbone, ":material/account_tree:")
+            fact(
                 facts[2],
                 "Strategy",
                 strategy_label(cfg.strategy, cfg.unfreeze, cfg.unfreeze_unit),
                 ":material/ac_unit:",
             )
-            _fact(
+            fact(
                 facts[3],
                 "Schedule",
                 (

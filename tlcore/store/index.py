@@ -78,11 +78,6 @@ def cached_runs(ws: Workspace) -> dict[str, tuple[dict, dict | None, str]]:
         }
 
 
-def forget_run(ws: Workspace, run_id: str) -> None:
-    with closing(_connect(ws)) as conn, conn:
-        conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-
-
 def record_dataset(ws: Workspace, manifest: dict) -> None:
     """Stores a dataset's manifest (``dataset.json``) for listing."""
     with closing(_connect(ws)) as conn, conn:
@@ -95,12 +90,6 @@ def record_dataset(ws: Workspace, manifest: dict) -> None:
 def forget_dataset(ws: Workspace, dataset_id: str) -> None:
     with closing(_connect(ws)) as conn, conn:
         conn.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))
-
-
-def indexed_datasets(ws: Workspace) -> list[dict]:
-    with closing(_connect(ws)) as conn:
-        rows = conn.execute("SELECT manifest_json FROM datasets ORDER BY name")
-        return [json.loads(m) for (m,) in rows]
 
 
 def rebuild(

@@ -62,26 +62,33 @@ def scheduler_lock(ws: Workspace):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _process_start_time(pid: int) -> float | None:
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or None when there is none."""
     try:
         return psutil.Process(pid).create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
 
 
-def worker_alive(status: runs.RunStatus) -> bool:
-    """Whether the process recorded for a running run still exists (and is the same one)."""
-    if not status.pid:
+def process_alive(pid: int | None, pid_started: float | None) -> bool:
+    """Whether process ``pid`` still exists, is not a zombie and, when ``pid_started`` is
+    known, is the same process (a pid can be reused once its process has ended)."""
+    if not pid:
         return False
-    started = _process_start_time(status.pid)
+    started = process_start_time(pid)
     if started is None:
         return False
     try:
-        if psutil.Process(status.pid).status() == psutil.STATUS_ZOMBIE:
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
             return False
     except psutil.Error:
         return False
-    return status.pid_started is None or abs(started - status.pid_started) < 1.0
+    return pid_started is None or abs(started - pid_started) < 1.0
+
+
+def worker_alive(status: runs.RunStatus) -> bool:
+    """Whether the process recorded for a running run still exists (and is the same one)."""
+    return process_alive(status.pid, status.pid_started)
 
 
 def child_environment() -> tuple[dict, str]:
@@ -93,22 +100,26 @@ def child_environment() -> tuple[dict, str]:
     return env, project_root
 
 
-def start_cli(ws: Workspace, *args: str) -> None:
-    """Starts ``python -m tlcore --workspace WS ARGS...`` detached, its output discarded.
+def start_cli(ws: Workspace, *args: str, log: Path | None = None) -> None:
+    """Starts ``python -m tlcore --workspace WS ARGS...`` detached.
 
-    For short helper jobs a page must not wait for (a speed calibration, an architecture
-    preview); each writes its result into the workspace, where the page reads it back.
+    For jobs a page must not wait for (a speed calibration, an architecture preview, a
+    run's evaluation or export); each writes its result into the workspace, where the page
+    reads it back. Its output goes to ``log`` when given, else nowhere.
     """
     env, cwd = child_environment()
-    subprocess.Popen(  # our own module; the arguments come from validated values
-        [sys.executable, "-m", "tlcore", "--workspace", str(ws.root), *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=env | {"TF_CPP_MIN_LOG_LEVEL": "3"},
-        cwd=cwd,
-    )
+    with open(log, "ab") if log else open(os.devnull, "wb") as out:
+        child = subprocess.Popen(  # our own module; the arguments come from validated values
+            [sys.executable, "-m", "tlcore", "--workspace", str(ws.root), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env | {"TF_CPP_MIN_LOG_LEVEL": "3"},
+            cwd=cwd,
+        )
+    _children.append(child)
+    reap_children()
 
 
 def submit(ws: Workspace, config: RunConfig) -> str:
@@ -174,11 +185,16 @@ def _reconcile_locked(ws: Workspace) -> list[str]:
     return lost
 
 
+def reap_children() -> None:
+    """Collects the exit status of ended children, so none lingers as a zombie."""
+    _children[:] = [child for child in _children if child.poll() is None]
+
+
 def schedule(ws: Workspace) -> list[str]:
     """Reconciles, then starts queued runs up to the concurrency limit. Returns started ids."""
     limit = max_concurrent_runs()
     started = []
-    _children[:] = [child for child in _children if child.poll() is None]
+    reap_children()
     with scheduler_lock(ws):
         _reconcile_locked(ws)
         records = runs.list_runs(ws)
@@ -213,7 +229,7 @@ def _spawn_worker(ws: Workspace, record: runs.RunRecord) -> None:
         )
     _children.append(proc)
     runs.set_state(
-        ws, record.id, runs.RUNNING, pid=proc.pid, pid_started=_process_start_time(proc.pid)
+        ws, record.id, runs.RUNNING, pid=proc.pid, pid_started=process_start_time(proc.pid)
     )
     runs.append_progress(record.dir, "worker_started", pid=proc.pid)
 

@@ -19,6 +19,7 @@ a reader that several modules need (the class list, for one) exists once.
     worker.log         the training process's own output   (tlcore.store.jobs)
     evaluation/        stored evaluations, per dataset     (tlcore.evaluation.evaluate)
     exports/           exported bundles                    (tlcore.serving.export)
+    tasks/             background evaluations and exports  (tlcore.store.tasks)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ TENSORBOARD_DIR = "logs"
 WORKER_LOG = "worker.log"
 EVALUATION_DIR = "evaluation"
 EXPORTS_DIR = "exports"
+TASKS_DIR = "tasks"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class RunPaths:
     worker_log = property(lambda self: self.root / WORKER_LOG)
     evaluations = property(lambda self: self.root / EVALUATION_DIR)
     exports = property(lambda self: self.root / EXPORTS_DIR)
+    tasks = property(lambda self: self.root / TASKS_DIR)
 
 
 class ClassListError(ValueError):

@@ -107,6 +107,14 @@ class RunRecord:
     def state(self) -> str:
         return self.status.state if self.status else UNREADABLE
 
+    @property
+    def title(self) -> str:
+        """What people call the run: its name, else "<backbone> on <dataset>", else its id."""
+        cfg = self.config
+        if cfg is None:
+            return self.id
+        return cfg.name.strip() or f"{cfg.backbone} on {cfg.dataset}"
+
 
 def new_run_id() -> str:
     """A sortable, unique id: creation time to the microsecond plus a random suffix.

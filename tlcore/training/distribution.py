@@ -40,11 +40,18 @@ def _cluster_from_tf_config() -> dict | None:
     if not raw:
         return None
     try:
-        cluster = json.loads(raw).get("cluster")
-    except (ValueError, AttributeError):
+        parsed = json.loads(raw)
+    except ValueError:
         raise ValueError(
             f"TF_CONFIG is not valid JSON. Received: TF_CONFIG={raw[:200]!r}"
         ) from None
+    cluster = parsed.get("cluster") if isinstance(parsed, dict) else None
+    if not isinstance(parsed, dict) or not isinstance(cluster, dict | None):
+        raise ValueError(
+            'TF_CONFIG must be a JSON object such as {"cluster": {"worker": ["host:port", '
+            '...]}, "task": {"type": "worker", "index": 0}}. '
+            f"Received: TF_CONFIG={raw[:200]!r}"
+        )
     return cluster or None
 
 

@@ -34,7 +34,6 @@ from tlcore.store import jobs
 from tlcore.store.workspace import Workspace
 
 SPEED_FILE = "speed.json"
-CALIBRATION_BATCH = 16
 DECODE_SAMPLE = 6
 MODEL_SAVE_S = 0.6  # one .keras write of a small model, plus its hash
 MODEL_SAVE_INTERVAL_S = 15.0  # tlcore.training.callbacks.BestModelCheckpoint.MIN_INTERVAL_S
@@ -264,17 +263,6 @@ def start_calibration(ws: Workspace, config: RunConfig) -> None:
         str(image_size(config)),
         "--batch-size",
         str(config.batch_size),
-    )
-
-
-def is_calibrating(ws: Workspace, config: RunConfig) -> bool:
-    from tlcore.model.strategies import image_size
-
-    marker = ws.cache_dir / f".calibrating-{speed_key(config, image_size(config))}"
-    return (
-        marker.exists()
-        and time.time() - marker.stat().st_mtime < 300
-        and measured_speed(ws, config) is None
     )
 
 

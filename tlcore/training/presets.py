@@ -92,7 +92,6 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
-DEFAULT_PRESET = "recommended"
 
 
 def get_preset(name: str) -> Preset:

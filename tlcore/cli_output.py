@@ -1,0 +1,91 @@
+"""What the command line prints: JSON, plain tables, and tqdm progress bars on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def print_json(obj) -> None:
+    """One JSON object on stdout, keys sorted (scripts parse it)."""
+    print(json.dumps(obj, sort_keys=True, default=str))
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """Rows as left-aligned columns under upper-case headers; empty for no rows."""
+    if not rows:
+        return ""
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+def fmt_metric(value) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+class _LineWriter:
+    """The stream tqdm draws on when stderr is not a terminal (a log file, a pipe).
+
+    tqdm redraws a bar in place with carriage returns, which a log keeps as one ever-growing
+    line; here each redraw becomes a line of its own, and the clearing writes vanish.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def stderr_progress(label: str):
+    """A ``report(fraction, message)`` callback drawing a tqdm bar named ``label`` on stderr.
+
+    The bar appears on the first report and is closed, showing 100 %, when a report reaches
+    1.0; a later report below 1.0 starts a new bar, and later ones at 1.0 are ignored. On a
+    terminal it redraws in place at most every 0.1 s; elsewhere it writes a line at most every
+    5 s (plus the first and the last), so a long job does not flood a log. A bar never finished
+    (the work failed) disappears quietly instead of redrawing itself after the error.
+    """
+    from tqdm import tqdm
+
+    stream = sys.stderr
+    tty = stream.isatty()
+    state: dict = {"bar": None, "finished": False}
+
+    def report(fraction: float, message: str = "") -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        bar = state["bar"]
+        if bar is None:
+            if state["finished"] and fraction >= 1.0:
+                return
+            bar = state["bar"] = tqdm(
+                total=1.0,
+                initial=fraction,
+                desc=label,
+                postfix=message[:60] or None,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}",
+                file=stream if tty else _LineWriter(stream),
+                dynamic_ncols=tty,
+                ncols=None if tty else 80,
+                mininterval=0.1 if tty else 5.0,
+                leave=False,  # until finished: see the docstring
+            )
+        else:
+            bar.set_postfix_str(message[:60], refresh=False)
+            if fraction < 1.0:
+                bar.update(fraction - bar.n)  # draws only when mininterval has passed
+            else:
+                bar.n = fraction  # close() below draws the last state, once
+        if fraction >= 1.0:
+            bar.leave = True
+            bar.close()
+            state["bar"], state["finished"] = None, True
+
+    return report
