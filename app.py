@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from ui import auth
 from ui.common import PAGES
 
 st.set_page_config(
@@ -12,6 +13,9 @@ st.set_page_config(
     menu_items={"Get help": None, "Report a bug": None, "About": "Transfer Learning Studio"},
 )
 
+# The login comes before any page: a locked studio builds its navigation (so a deep link
+# still lands on its page after logging in) but shows and runs none of it.
+actor = auth.gate()
 navigation = st.navigation(
     {
         "": [st.Page(PAGES["home"], title="Home", icon=":material/home:", default=True)],
@@ -24,8 +28,12 @@ navigation = st.navigation(
             st.Page(PAGES["evaluation"], title="Evaluation", icon=":material/insights:"),
             st.Page(PAGES["predict"], title="Predict", icon=":material/center_focus_strong:"),
         ],
-    }
+    },
+    position="sidebar" if actor is not None else "hidden",
 )
+if actor is None:
+    st.stop()
 with st.sidebar:
+    auth.sidebar_account(actor)
     st.caption("Transfer Learning Studio · pretrained Keras networks for your own images")
 navigation.run()
