@@ -48,6 +48,8 @@ REASON_LABELS = {
     "too_large": "Too large",
     "unsupported_format": "Unsupported format",
     "outside_class_folder": "Outside a class folder",
+    "not_a_regular_file": "Not a regular file",
+    "outside_server_roots": "Outside the shared folders",
 }
 # The report's own sentences about the things shown below with their files; the others
 # (split notes, ignored folders, renamed dataset, tiny images...) are shown as notes.

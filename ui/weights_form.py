@@ -10,6 +10,7 @@ from tlcore.model.registry import BackboneSpec
 from tlcore.model.weights import imagenet_weights_status
 from tlcore.store.workspace import Workspace
 from tlcore.training import kept_model
+from ui import shared_folders
 from ui.common import section
 from ui.model_state import (
     PERSIST,
@@ -149,17 +150,20 @@ def _weights_file(ws: Workspace) -> None:
     )
     if state.get(UPLOAD_ERROR_KEY):
         st.error(state[UPLOAD_ERROR_KEY], icon=":material/error:")
+    roots = shared_folders.shared_roots(ws)
     st.text_input(
         "Weights file on the server",
         key=WEIGHTS_PATH,
-        placeholder="/data/weights/my_backbone.weights.h5",
-        help="The path of a weights file this server can read. An upload fills this in.",
+        placeholder=str(ws.incoming_dir / "my_backbone.weights.h5"),
+        help=shared_folders.help_text(roots, "a weights file") + " An upload fills this in.",
         persist_state=PERSIST,
     )
     path = str(state.get(WEIGHTS_PATH) or "")
     original = state.get(UPLOAD_NAMES_KEY, {}).get(path)
     if original:
         st.caption(f":material/upload_file: Uploaded `{original}`, stored in the workspace.")
+    else:
+        shared_folders.caption(roots, "the weights file")
 
 
 def _weights_run(spec: BackboneSpec, finished_runs: list) -> None:

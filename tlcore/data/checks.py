@@ -28,6 +28,7 @@ from tlcore.data.catalog import (
 )
 from tlcore.data.dataset_report import _skipped_summary
 from tlcore.data.scan import _Candidate, _Kept, _Probed, _Scan
+from tlcore.store import server_paths
 
 # ----------------------------------------------------------------------------------------
 # Internals: probing, checking and splitting
@@ -71,6 +72,13 @@ def _probe_one(candidate: _Candidate, *, max_pixels: int) -> _Probed:
         info = images.probe_image(source, max_pixels=max_pixels, name=candidate.rel_path)
     except images.ImageError as exc:
         return _Probed(candidate, error=exc)
+    except server_paths.NotRegularFileError as exc:
+        error = images.ImageError(
+            "not_a_regular_file",
+            f"{candidate.rel_path} is {exc.kind}, not a regular file; it was not read.",
+            source=candidate.rel_path,
+        )
+        return _Probed(candidate, error=error)
     except OSError as exc:
         error = images.ImageError(
             "unreadable",
@@ -85,7 +93,7 @@ def _sha256(candidate: _Candidate) -> str:
     if candidate.data is not None:
         return hashlib.sha256(candidate.data).hexdigest()
     digest = hashlib.sha256()
-    with open(candidate.path, "rb") as fh:
+    with server_paths.open_regular_file(candidate.path) as fh:
         while chunk := fh.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()

@@ -23,9 +23,18 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from tlcore.store import server_paths
+
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes to ~150 MB of RGB: enough for anything real
 ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
-REASONS = ("not_an_image", "unreadable", "truncated", "too_large", "unsupported_format")
+REASONS = (
+    "not_an_image",
+    "unreadable",
+    "truncated",
+    "too_large",
+    "unsupported_format",
+    "not_a_regular_file",  # a named pipe, a device or a socket: never opened, it could hang
+)
 WHITE = (255, 255, 255)
 EXIF_ORIENTATION_TAG = 0x0112
 _ROTATED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -61,8 +70,8 @@ class ImageError(ValueError):
     """An image could not be used.
 
     Attributes:
-        reason: one of ``REASONS``: 'not_an_image', 'unreadable', 'truncated', 'too_large'
-            or 'unsupported_format'.
+        reason: one of ``REASONS``: 'not_an_image', 'unreadable', 'truncated', 'too_large',
+            'unsupported_format' or 'not_a_regular_file'.
         source: the file name or path the message names.
     """
 
@@ -230,7 +239,13 @@ def _open_binary(source: ImageSource, label: str):
         return io.BytesIO(bytes(source))
     if isinstance(source, (str, os.PathLike)):
         try:
-            return open(source, "rb")
+            return server_paths.open_regular_file(source)
+        except server_paths.NotRegularFileError as exc:
+            raise ImageError(
+                "not_a_regular_file",
+                f"{label} is {exc.kind}, not a regular file; it was not read.",
+                source=label,
+            ) from exc
         except FileNotFoundError as exc:
             raise ImageError(
                 "unreadable", f"{label}: the file does not exist.", source=label

@@ -1,5 +1,11 @@
 """Finding the files of an import: what it works on, class and split layouts, and which
 files lie outside any class.
+
+Only regular files become candidates: a named pipe, a device, a socket or a broken link is
+skipped with its reason before anything is opened (reading one would hang or never end).
+In confined mode (`tlcore.store.server_paths.ServerRoots`, the web UI) a link whose target
+lies outside the shared folders is skipped too, as is a file above the size cap, and a
+source holding more than the total cap is refused before any file is read.
 """
 
 from __future__ import annotations
@@ -7,12 +13,14 @@ from __future__ import annotations
 import os
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tlcore.data import archives, images
 from tlcore.data.catalog import SPLIT_ALIASES, SPLITS, DatasetError
+from tlcore.store import server_paths
+from tlcore.store.server_paths import ServerPathError, ServerRoots
 
 # ----------------------------------------------------------------------------------------
 # Internals: what an import works on
@@ -58,30 +66,85 @@ class _Kept:
     split: str
 
 
+@dataclass
+class _Walk:
+    """What one scan may read: every file checked before it becomes a candidate.
+
+    ``roots`` None is full access (the CLI): any regular file, links followed.
+    """
+
+    label: str
+    roots: ServerRoots | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    total_bytes: int = 0
+
+    def folders(self, folder: Path, root: Path) -> list[Path]:
+        """The visible sub-folders of ``folder``; in confined mode, links out are refused."""
+        found = []
+        for entry in (e for e in _visible_entries(folder) if e.is_dir()):
+            if self.roots is None or self.roots.contains(entry):
+                found.append(entry)
+            else:
+                self.skipped.append(_refused_folder(entry, root))
+        return found
+
+    def files(self, folder: Path, root: Path, class_name: str) -> Iterator[Path]:
+        """The readable files at any depth of a class folder; the others go to ``skipped``.
+
+        Raises:
+            DatasetError: in confined mode, the files add up to more than the total cap.
+        """
+        for path in _walk_files(folder):
+            name = _rel(path, root)
+            check = server_paths.check_file(path, name, self.roots)
+            if check.refusal is not None:
+                self.skipped.append(
+                    {
+                        "path": name,
+                        "class": class_name,
+                        "reason": check.refusal.reason,
+                        "message": check.refusal.message,
+                    }
+                )
+                continue
+            self.total_bytes += check.size
+            if self.roots is not None:
+                try:
+                    self.roots.check_total(self.total_bytes, self.label)
+                except ServerPathError as exc:
+                    raise DatasetError(str(exc)) from None
+            yield path
+
+
 # ----------------------------------------------------------------------------------------
 # Internals: finding the files
 
 
-def _scan_folder(root: Path, label: str) -> _Scan:
-    root = _unwrap(root)
-    subdirs = [d for d in _visible_entries(root) if d.is_dir()]
+def _scan_folder(root: Path, label: str, roots: ServerRoots | None = None) -> _Scan:
+    """The candidates of a folder; ``roots`` confines what is read (default: full access)."""
+    walk = _Walk(label, roots)
+    root = _unwrap(root, walk)
+    subdirs = walk.folders(root, root)
     split_dirs = _split_folders(subdirs, label)
     if "train" in split_dirs:
-        return _scan_split_layout(root, subdirs, split_dirs, label)
-    return _scan_class_layout(root, subdirs, label)
+        return _scan_split_layout(root, subdirs, split_dirs, walk)
+    return _scan_class_layout(root, subdirs, walk)
 
 
-def _unwrap(root: Path) -> Path:
+def _unwrap(root: Path, walk: _Walk) -> Path:
     """Steps into a single wrapping folder (``pets/cats/*.jpg`` -> ``pets``), repeatedly.
 
     A single folder holding only files is a lone class, not a wrapper: it is kept, so that
-    the error can say there is only one class.
+    the error can say there is only one class. A link out of the shared folders is not
+    stepped into (it is refused as a class folder).
     """
     while True:
         entries = _visible_entries(root)
         if len(entries) != 1 or not entries[0].is_dir():
             return root
         inner = entries[0]
+        if walk.roots is not None and not walk.roots.contains(inner):
+            return root
         if not any(e.is_dir() for e in _visible_entries(inner)):
             return root
         root = inner
@@ -106,36 +169,39 @@ def _split_folders(subdirs: list[Path], label: str) -> dict[str, Path]:
     return found
 
 
-def _scan_class_layout(root: Path, subdirs: list[Path], label: str) -> _Scan:
+def _scan_class_layout(root: Path, subdirs: list[Path], walk: _Walk) -> _Scan:
     if not subdirs:
         raise DatasetError(
-            f"No class folders found in {label}: put each class's images in its own folder, "
-            "e.g. cats/*.jpg and dogs/*.jpg (optionally inside train/, val/ and test/)."
+            f"No class folders found in {walk.label}: put each class's images in its own "
+            "folder, e.g. cats/*.jpg and dogs/*.jpg (optionally inside train/, val/ and test/)."
         )
     candidates, class_names = [], set()
     for folder in subdirs:
         class_name = _class_name_from_folder(folder.name)
         class_names.add(class_name)
         candidates += [
-            _Candidate(_rel(path, root), class_name, None, path) for path in _walk_files(folder)
+            _Candidate(_rel(path, root), class_name, None, path)
+            for path in walk.files(folder, root, class_name)
         ]
-    skipped = [_outside_class(path, root) for path in _files_directly_in(root)]
+    skipped = walk.skipped + [_outside_class(path, root) for path in _files_directly_in(root)]
     return _Scan(candidates, skipped, [], class_names, given_splits=())
 
 
 def _scan_split_layout(
-    root: Path, subdirs: list[Path], split_dirs: dict[str, Path], label: str
+    root: Path, subdirs: list[Path], split_dirs: dict[str, Path], walk: _Walk
 ) -> _Scan:
+    label = walk.label
     candidates, class_names, skipped, warnings = [], set(), [], []
     for split, split_dir in split_dirs.items():
-        for folder in (d for d in _visible_entries(split_dir) if d.is_dir()):
+        for folder in walk.folders(split_dir, root):
             class_name = _class_name_from_folder(folder.name)
             class_names.add(class_name)
             candidates += [
                 _Candidate(_rel(path, root), class_name, split, path)
-                for path in _walk_files(folder)
+                for path in walk.files(folder, root, class_name)
             ]
         skipped += [_outside_class(path, root) for path in _files_directly_in(split_dir)]
+    skipped = walk.skipped + skipped
     skipped += [_outside_class(path, root) for path in _files_directly_in(root)]
     ignored = [d.name for d in subdirs if d not in split_dirs.values()]
     if ignored:
@@ -157,6 +223,17 @@ def _walk_files(folder: Path) -> Iterator[Path]:
 
 def _files_directly_in(folder: Path) -> list[Path]:
     return [e for e in _visible_entries(folder) if e.is_file()]
+
+
+def _refused_folder(folder: Path, root: Path) -> dict[str, Any]:
+    name = _rel(folder, root)
+    return {
+        "path": f"{name}/",
+        "class": None,
+        "reason": server_paths.OUTSIDE_ROOTS,
+        "message": f"{name} is a link to a folder outside the folders this server shares; "
+        "nothing in it was read.",
+    }
 
 
 def _outside_class(path: Path, root: Path) -> dict[str, Any]:

@@ -29,6 +29,8 @@ import numpy as np
 
 from tlcore.data import archives, images
 from tlcore.model import model_store
+from tlcore.store import server_paths
+from tlcore.store.server_paths import ServerRoots
 from tlcore.store.workspace import Workspace
 
 DEFAULT_TOP_K = 3
@@ -50,7 +52,8 @@ class Prediction:
         top: ``(class, probability)`` pairs, most probable first (empty on error).
         error: why the image could not be used, naming the file; None when predicted.
         reason: the `tlcore.data.images.ImageError` reason (``not_an_image``, ``truncated``,
-            ``too_large``, ...) or ``"error"``; None when predicted.
+            ``too_large``, ``not_a_regular_file``, ...), ``outside_server_roots`` (a link out
+            of the shared folders, not read) or ``"error"``; None when predicted.
     """
 
     name: str
@@ -266,18 +269,43 @@ class Predictor:
         top_k: int = DEFAULT_TOP_K,
         *,
         progress: Progress | None = None,
+        roots: ServerRoots | None = None,
     ) -> list[Prediction]:
         """Predicts every file under ``folder`` (recursively; hidden files and OS litter
-        skipped). Names are paths relative to ``folder``; non-images get an error row.
+        skipped). Names are paths relative to ``folder``; non-images get an error row, and
+        so do named pipes, devices, sockets and broken links, which are never opened.
+
+        Args:
+            folder: the folder.
+            top_k: classes to keep per image (default 3).
+            progress: called as ``progress(done, total)`` after each batch.
+            roots: confines what is read to these shared folders (the web UI): ``folder``
+                must lie under them, a link out of them gets an error row, and the size caps
+                apply; default None (full access: the command line).
 
         Raises:
+            tlcore.store.server_paths.ServerPathError: ``folder`` is outside ``roots``, or
+                its files exceed their total cap (nothing is read).
             FileNotFoundError: ``folder`` is not a folder.
             ValueError: more than ``MAX_FOLDER_FILES`` files.
         """
-        root = Path(folder).expanduser()
-        files = list_image_candidates(root)
-        sources = [(path.relative_to(root).as_posix(), path) for path in files]
-        return self.predict_images(sources, top_k, progress=progress)
+        root = roots.confine(folder) if roots is not None else Path(folder).expanduser()
+        entries, total = [], 0
+        for path in list_image_candidates(root):
+            name = path.relative_to(root).as_posix()
+            check = server_paths.check_file(path, name, roots)
+            entries.append((name, path, check.refusal))
+            total += check.size
+        if roots is not None:
+            roots.check_total(total, str(folder))
+        readable = [(name, path) for name, path, refusal in entries if refusal is None]
+        predicted = iter(self.predict_images(readable, top_k, progress=progress))
+        return [
+            Prediction(name=name, error=refusal.message, reason=refusal.reason)
+            if refusal is not None
+            else next(predicted)
+            for name, _, refusal in entries
+        ]
 
     def predict_zip(
         self,
