@@ -138,7 +138,65 @@ def test_a_cluster_in_tf_config_means_multi_worker_on_auto(tf, monkeypatch):
     placement = distribution.choose_placement("auto", "off")
 
     assert placement.kind == "multi_worker" and isinstance(placement.strategy, _FakeStrategy)
-    assert placement.description == "Training on 2 workers (multi worker, 2 replica(s))"
+    assert (placement.worker, placement.workers, placement.is_chief) == (0, 2, True)
+    assert placement.description == (
+        "Training on 2 workers (multi worker, 2 replica(s)); this is worker 0, the chief"
+    )
+
+
+def test_a_worker_other_than_0_is_not_the_chief_and_says_so(tf, monkeypatch):
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": CLUSTER, "task": {"type": "worker", "index": 1}})
+    )
+    monkeypatch.setattr(tf.distribute, "MultiWorkerMirroredStrategy", _FakeStrategy)
+
+    placement = distribution.choose_placement("multi_worker", "off")
+
+    assert (placement.worker, placement.workers, placement.is_chief) == (1, 2, False)
+    assert placement.description.endswith(
+        "; this is worker 1, writing only what it needs to resume"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cluster", "task", "chief"),
+    [
+        (CLUSTER, ("worker", 0), True),
+        (CLUSTER, ("worker", 1), False),
+        (CLUSTER | {"chief": ["10.0.0.9:12345"]}, ("chief", 0), True),
+        (CLUSTER | {"chief": ["10.0.0.9:12345"]}, ("worker", 0), False),  # TensorFlow's rule
+    ],
+)
+def test_the_chief_is_the_chief_task_else_worker_0(cluster, task, chief):
+    assert distribution._is_chief(cluster, *task) is chief
+
+
+@pytest.mark.parametrize(
+    "task", [{"type": "ps", "index": 0}, {"type": "worker", "index": "one"}, ["worker", 0]]
+)
+def test_a_task_that_names_no_worker_is_refused_quoting_tf_config(monkeypatch, task):
+    raw = json.dumps({"cluster": CLUSTER, "task": task})
+    monkeypatch.setenv("TF_CONFIG", raw)
+    with pytest.raises(ValueError, match="TF_CONFIG's task must say which machine") as info:
+        distribution._task_from_tf_config()
+    assert raw in str(info.value)
+
+
+def test_multi_worker_datasets_are_sharded_by_data(tf):
+    dataset = distribution.shard_by_data(tf.data.Dataset.range(4))
+    policy = dataset.options().experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.DATA
+
+
+def test_every_batch_norm_layer_is_synchronized_also_inside_a_nested_backbone(tf):
+    import keras
+
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
+    outer = keras.Sequential([keras.Input((4,)), inner, keras.layers.BatchNormalization()])
+
+    assert distribution.synchronize_batch_norm(outer) == 2
+    assert all(layer.synchronized for layer in (inner.layers[0], outer.layers[1]))
+    assert distribution.synchronize_batch_norm(outer) == 0  # already done
 
 
 def test_multi_worker_without_a_cluster_is_refused_saying_what_is_missing(tf):
