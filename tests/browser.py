@@ -32,8 +32,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(workspace: Path, log_path: Path, env_extra: dict | None = None):
-    """Runs the app on a free loopback port; yields its base URL."""
+def streamlit_server(
+    workspace: Path, log_path: Path, env_extra: dict | None = None, address: str = "127.0.0.1"
+):
+    """Runs the app on a free port, listening on ``address`` (default loopback only); yields
+    its base URL (on loopback, which every address reaches)."""
     port = _free_port()
     env = dict(os.environ, TLS_WORKSPACE=str(workspace), **(env_extra or {}))
     with open(log_path, "wb") as log:
@@ -47,7 +50,7 @@ def streamlit_server(workspace: Path, log_path: Path, env_extra: dict | None = N
                 "--server.port",
                 str(port),
                 "--server.address",
-                "127.0.0.1",
+                address,
                 "--server.headless",
                 "true",
             ],

@@ -48,13 +48,17 @@ def ws(tmp_path, monkeypatch):
     monkeypatch.setenv("TLS_WORKSPACE", str(workspace.root))
     # Pages would measure the machine's speed in a background process: not in tests.
     monkeypatch.setenv("TLS_AUTO_CALIBRATE", "0")
+    # Nor start the workspace's scheduler: tests that need one start it themselves.
+    monkeypatch.setenv("TLS_SCHEDULER", "off")
     yield workspace
     for record in runs.list_runs(workspace):
-        if record.status and record.status.pid:
-            try:
-                os.killpg(record.status.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        pid = record.status.pid if record.status else None
+        try:
+            # Only a worker's own process group (workers lead one); never a made-up pid's.
+            if pid and pid > 1 and os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def write_class_folders(root: Path, classes: dict[str, int], size: int = 24, seed: int = 0) -> Path:

@@ -99,8 +99,8 @@ def test_importing_identical_content_says_already_imported(ws):
     assert len(datasets.list_datasets(ws)) == 1
 
 
-def test_folder_import_by_path(ws, tmp_path):
-    src = write_class_folders(tmp_path / "flowers", {"daisy": 8, "rose": 8})
+def test_folder_import_by_path(ws):
+    src = write_class_folders(ws.incoming_dir / "flowers", {"daisy": 8, "rose": 8})
     at = open_dataset_page()
     at.text_input(key="ds_folder_path").input(str(src)).run()
     click(at, "ds_import_folder")
@@ -111,8 +111,8 @@ def test_folder_import_by_path(ws, tmp_path):
     assert "daisy" in dataframe_values(at) and "rose" in dataframe_values(at)
 
 
-def test_folder_import_in_index_mode_copies_nothing(ws, tmp_path):
-    src = write_class_folders(tmp_path / "big", {"a": 6, "b": 6})
+def test_folder_import_in_index_mode_copies_nothing(ws):
+    src = write_class_folders(ws.incoming_dir / "big", {"a": 6, "b": 6})
     at = open_dataset_page()
     at.text_input(key="ds_folder_path").input(str(src))
     at.radio(key="ds_folder_mode").set_value("index").run()
@@ -127,7 +127,7 @@ def test_folder_import_in_index_mode_copies_nothing(ws, tmp_path):
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        ("/no/such/folder", "does not exist"),
+        ("no/such/folder", "does not exist"),  # relative: inside the shared folder
         ("", "Type the path of a folder"),
     ],
 )
@@ -141,14 +141,33 @@ def test_folder_import_with_a_bad_path_explains_and_imports_nothing(ws, path, ex
     assert "No datasets yet" in page_text(at)
 
 
-def test_folder_with_one_class_is_refused_with_the_reason(ws, tmp_path):
-    src = write_class_folders(tmp_path / "lonely", {"only": 8, "other": 0})
+def test_folder_with_one_class_is_refused_with_the_reason(ws):
+    src = write_class_folders(ws.incoming_dir / "lonely", {"only": 8, "other": 0})
     shutil.rmtree(src / "other")
     at = open_dataset_page()
     at.text_input(key="ds_folder_path").input(str(src)).run()
     click(at, "ds_import_folder")
     assert "Nothing was imported" in errors(at)
     assert "at least 2" in errors(at)
+    assert datasets.list_datasets(ws) == []
+
+
+@pytest.mark.parametrize("where", ["/etc", "dot-dot", "link out"])
+def test_a_folder_outside_the_shared_folders_is_refused_and_imports_nothing(ws, tmp_path, where):
+    private = write_class_folders(tmp_path / "private", {"a": 6, "b": 6})
+    (ws.incoming_dir / "link").symlink_to(private)
+    typed = {
+        "/etc": "/etc",
+        "dot-dot": f"{ws.incoming_dir}/../../../../../../etc",
+        "link out": str(ws.incoming_dir / "link"),
+    }[where]
+    at = open_dataset_page()
+    assert str(ws.incoming_dir) in page_text(at), "the page says which folders are shared"
+    at.text_input(key="ds_folder_path").input(typed).run()
+    click(at, "ds_import_folder")
+
+    assert "Nothing was imported" in errors(at)
+    assert "is outside the folders this server shares" in errors(at)
     assert datasets.list_datasets(ws) == []
 
 

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO_ROOT
 from tlcore.config import RunConfig
-from tlcore.model import models
+from tlcore.model import models, preview
 from tlcore.model.weights import save_backbone_weights
 from tlcore.store import jobs, runs
 from ui import model_state as form_state
@@ -42,7 +42,7 @@ def submitted(monkeypatch) -> list[RunConfig]:
     """`jobs.submit` records the configs it is given instead of starting workers."""
     configs: list[RunConfig] = []
 
-    def fake_submit(ws, config):
+    def fake_submit(ws, config, **owner):
         configs.append(config)
         return "20260101-000000-fake01"
 
@@ -248,16 +248,17 @@ def test_default_backbone_has_cached_weights(ws, tiny_dataset, fake_cached_weigh
     assert not at.warning
 
 
-def test_weights_file_on_the_server_is_checked(ws, tiny_dataset, submitted, tmp_path):
+def test_weights_file_on_the_server_is_checked(ws, tiny_dataset, submitted):
     config = RunConfig(dataset="x", backbone="SmallCNN", weights="none", image_size=32)
-    good = save_backbone_weights(models.build_model(config, 2), tmp_path / "cnn.weights.h5")
-    not_hdf5 = tmp_path / "fake.weights.h5"
+    shared = ws.incoming_dir
+    good = save_backbone_weights(models.build_model(config, 2), shared / "cnn.weights.h5")
+    not_hdf5 = shared / "fake.weights.h5"
     not_hdf5.write_text("hello")
 
     at = small_cnn(open_model_page())
     at.radio(key="mf_weights_source").set_value("file").run()
     assert "Choose a weights file" in errors(at)
-    at.text_input(key="mf_weights_path").set_value(str(tmp_path / "missing.h5")).run()
+    at.text_input(key="mf_weights_path").set_value(str(shared / "missing.h5")).run()
     assert "does not exist" in errors(at)
     settle(at.text_input(key="mf_weights_path").set_value(str(not_hdf5)).run())
     assert "not an HDF5 file" in errors(at)
@@ -265,6 +266,26 @@ def test_weights_file_on_the_server_is_checked(ws, tiny_dataset, submitted, tmp_
     assert not at.error, errors(at)
     at.button(key="start_training").click().run()
     assert submitted[-1].weights == f"file:{good}"
+
+
+@pytest.mark.parametrize("typed", ["/etc/shadow", "/etc/passwd", "../../../../../etc/passwd"])
+def test_a_weights_file_outside_the_shared_folders_is_refused(ws, tiny_dataset, monkeypatch, typed):
+    at = small_cnn(open_model_page())
+    handed: list = []  # the weights files given to the preview, which reads them
+    for name in ("cached", "request"):
+        real = getattr(preview, name)
+
+        def spy(*args, _real=real, **kwargs):
+            handed.append(args[3] if len(args) > 3 else kwargs.get("weights_file"))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(preview, name, spy)
+    at.radio(key="mf_weights_source").set_value("file").run()
+    assert str(ws.incoming_dir) in texts(at), "the page says which folders are shared"
+    settle(at.text_input(key="mf_weights_path").set_value(typed).run())
+    assert "is outside the folders this server shares" in errors(at)
+    assert at.button(key="start_training").disabled
+    assert not any(h and "etc" in h for h in handed), handed
 
 
 def test_weights_from_an_earlier_run(ws, tiny_dataset, submitted):

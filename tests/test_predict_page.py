@@ -106,9 +106,9 @@ def test_a_full_model_upload_is_refused_with_the_way_out(ws, tmp_path):
     assert "weights: mine.keras" in _markdown(at)
 
 
-def test_batch_over_a_server_folder_gives_a_table_and_a_csv(ws, tmp_path):
+def test_batch_over_a_server_folder_gives_a_table_and_a_csv(ws):
     run_id, _ = make_finished_run(ws)
-    folder = tmp_path / "new"
+    folder = ws.incoming_dir / "new"
     folder.mkdir()
     for i in range(3):
         (folder / f"{i}.png").write_bytes(_png_bytes((40 * i, 100, 200)))
@@ -122,6 +122,20 @@ def test_batch_over_a_server_folder_gives_a_table_and_a_csv(ws, tmp_path):
     frame = at.dataframe[0].value
     assert list(frame["File"]) == ["0.png", "1.png", "2.png", "readme.txt"]
     assert any(b.label == "Download CSV" for b in at.get("download_button"))
+
+
+def test_a_batch_over_etc_is_refused_and_predicts_nothing(ws):
+    run_id, _ = make_finished_run(ws)
+    at = open_predict(run_id)
+    at.segmented_control(key="predict_batch_source").set_value("Folder on the server").run()
+    assert str(ws.incoming_dir) in _markdown(at), "the page says which folders are shared"
+    at.text_input(key="predict_batch_folder").input("/etc").run()
+    next(b for b in at.button if b.label == "Predict all").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any("is outside the folders this server shares" in e for e in errors), errors
+    assert not at.metric and not at.dataframe
+    assert "predict_batch" not in at.session_state
 
 
 def _wait_for_export(ws, run_id: str) -> tasks.Task:

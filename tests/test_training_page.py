@@ -242,7 +242,7 @@ def test_resume_that_is_no_longer_allowed_says_so(ws, monkeypatch):
     at = open_training(record.id)
     assert "Stopped after 1 of 4 epochs." in page_text(at)
 
-    def already_resumed(ws, run_id):  # e.g. resumed meanwhile from another tab
+    def already_resumed(ws, run_id, **who):  # e.g. resumed meanwhile from another tab
         raise runs.InvalidTransitionError(f"Run {run_id} is queued; it cannot become queued.")
 
     monkeypatch.setattr(jobs, "resume", already_resumed)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 
-from tlcore.cli_output import fmt_metric, print_json, stderr_progress, table
+from tlcore.cli_output import fmt_metric, follow_run, print_json, stderr_progress, table
 from tlcore.cli_parser import build_parser
 from tlcore.config import RunConfig, apply_overrides
 from tlcore.evaluation import stats
@@ -20,60 +19,12 @@ from tlcore.fileio import StorageError, read_json
 from tlcore.store import jobs, runs, tasks
 from tlcore.store.workspace import open_workspace
 from tlcore.training import presets
-from tlcore.training.progress import format_duration, summarize_progress
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class UserError(Exception):
     """An error the user can fix; printed without a traceback."""
-
-
-# -- progress bar for foreground training -------------------------------------------
-def _progress_line(events: list[dict], total_epochs: int) -> str:
-    """One line of text for the foreground progress bar."""
-    progress = summarize_progress(events, total_epochs=total_epochs)
-    width = 30
-    filled = int(width * progress.overall_fraction)
-    line = (
-        f"epoch {progress.epochs_done}/{progress.total_epochs} "
-        f"[{'#' * filled}{'.' * (width - filled)}]"
-    )
-    if progress.batch and progress.batches:
-        line += f" batch {progress.batch}/{progress.batches}"
-        if progress.images_per_sec:
-            line += f" {progress.images_per_sec:.0f} img/s"
-        if progress.eta_s is not None:
-            line += f" ETA {format_duration(progress.eta_s)}"
-    if progress.latest is not None:
-        line += "  " + " ".join(
-            f"{key}={progress.latest.metric(key):.3f}"
-            for key in ("loss", "accuracy", "val_loss", "val_accuracy")
-            if progress.latest.metric(key) is not None
-        )
-    return line
-
-
-def _follow(ws, run_id: str, total_epochs: int, quiet: bool) -> runs.RunRecord:
-    tty = sys.stderr.isatty()
-    last = ""
-    while True:
-        record = runs.read_run(ws, run_id)
-        if not quiet:
-            line = f"{record.state}: " + _progress_line(
-                runs.read_progress(record.dir), total_epochs
-            )
-            if line != last:
-                print(("\r" if tty else "") + line + ("" if tty else "\n"), end="", file=sys.stderr)
-                last = line
-        if record.state in runs.FINAL_STATES or record.status is None:
-            if not quiet and tty:
-                print(file=sys.stderr)
-            return record
-        if record.state == runs.RUNNING and not jobs.worker_alive(record.status):
-            jobs.reconcile(ws)
-            continue
-        time.sleep(0.5)
 
 
 def _final_line(record: runs.RunRecord) -> dict:
@@ -121,7 +72,7 @@ def cmd_train(args, ws) -> int:
         return EXIT_OK
     print(f"Run {run_id} started; Ctrl+C stops watching (training continues).", file=sys.stderr)
     try:
-        record = _follow(ws, run_id, config.total_epochs, args.quiet)
+        record = follow_run(ws, run_id, config.total_epochs, args.quiet)
     except KeyboardInterrupt:
         print(
             f"\nStopped watching. `python -m tlcore runs cancel {run_id}` stops the run.",
@@ -195,7 +146,7 @@ def cmd_runs(args, ws) -> int:
         if args.detach:
             print_json({"run_id": args.run_id, "status": runs.read_run(ws, args.run_id).state})
             return EXIT_OK
-        record = _follow(ws, args.run_id, record.config.total_epochs, args.quiet)
+        record = follow_run(ws, args.run_id, record.config.total_epochs, args.quiet)
         print_json(_final_line(record))
         return EXIT_OK if record.state == runs.FINISHED else EXIT_FAILED
     raise UserError(f"unknown runs command {args.runs_cmd!r}")
@@ -437,10 +388,10 @@ def cmd_predict(args, ws) -> int:
     if args.json:
         print_json(rows)
     else:
-        table = []
+        shown = []
         for p in results:
             others = ", ".join(f"{c} {v:.3f}" for c, v in p.top[1:])
-            table.append(
+            shown.append(
                 {
                     "file": p.name,
                     "predicted": p.predicted_class or "-",
@@ -448,7 +399,7 @@ def cmd_predict(args, ws) -> int:
                     "next": others if p.ok else p.error,
                 }
             )
-        print(table(table, ["file", "predicted", "probability", "next"]))
+        print(table(shown, ["file", "predicted", "probability", "next"]))
     summary = predict.summarize(results)
     if args.csv:
         fileio.atomic_write_text(args.csv, predict.predictions_csv(results, args.top_k))
@@ -495,6 +446,41 @@ def _export(args, ws, task: tasks.TaskReporter | None) -> int:
         task.finish(made)
     print_json(made)
     return EXIT_FAILED if result.failed else EXIT_OK
+
+
+def cmd_scheduler(args, ws) -> int:
+    from tlcore.store import scheduler
+
+    return scheduler.serve(ws)
+
+
+def cmd_hash_password(args) -> int:
+    """Prompts for a password twice and prints its hash; needs no workspace."""
+    import getpass
+
+    from tlcore.store import accounts
+
+    if args.user:
+        try:
+            accounts.check_name(args.user, what="--user")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Same password again: ") != password:
+        raise UserError("The two passwords differ; nothing was printed. Run the command again.")
+    line = accounts.hash_password(password)
+    if args.user:
+        name = json.dumps(args.user.strip())  # a TOML basic string is a JSON string
+        print(f'{name} = {{ password_hash = "{line}", role = "{args.role}" }}')
+        print("Paste it under [studio_users] in .streamlit/secrets.toml.", file=sys.stderr)
+    else:
+        print(line)
+        print(
+            "Paste it as password_hash (in [studio_users] or [studio] of "
+            ".streamlit/secrets.toml), or set it as TLS_PASSWORD_HASH.",
+            file=sys.stderr,
+        )
+    return EXIT_OK
 
 
 def cmd_preview(args, ws) -> int:
@@ -548,6 +534,7 @@ COMMANDS = {
     "export": cmd_export,
     "calibrate": cmd_calibrate,
     "preview": cmd_preview,
+    "scheduler": cmd_scheduler,
 }
 
 
@@ -555,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "hash-password":
+            return cmd_hash_password(args)
         ws = open_workspace(args.workspace)
         if args.command in ("runs", "train"):
             jobs.reconcile(ws)  # runs whose worker died are shown (and resumable) as interrupted

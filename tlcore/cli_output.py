@@ -1,9 +1,14 @@
-"""What the command line prints: JSON, plain tables, and tqdm progress bars on stderr."""
+"""What the command line prints: JSON, plain tables, tqdm progress bars on stderr, and the
+progress line of a training followed in the foreground."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
+
+from tlcore.store import jobs, runs
+from tlcore.training.progress import format_duration, summarize_progress
 
 
 def print_json(obj) -> None:
@@ -89,3 +94,51 @@ def stderr_progress(label: str):
             state["bar"], state["finished"] = None, True
 
     return report
+
+
+# -- a training followed in the foreground ---------------------------------------------
+def _progress_line(events: list[dict], total_epochs: int) -> str:
+    """One line of text for the foreground progress bar."""
+    progress = summarize_progress(events, total_epochs=total_epochs)
+    width = 30
+    filled = int(width * progress.overall_fraction)
+    line = (
+        f"epoch {progress.epochs_done}/{progress.total_epochs} "
+        f"[{'#' * filled}{'.' * (width - filled)}]"
+    )
+    if progress.batch and progress.batches:
+        line += f" batch {progress.batch}/{progress.batches}"
+        if progress.images_per_sec:
+            line += f" {progress.images_per_sec:.0f} img/s"
+        if progress.eta_s is not None:
+            line += f" ETA {format_duration(progress.eta_s)}"
+    if progress.latest is not None:
+        line += "  " + " ".join(
+            f"{key}={progress.latest.metric(key):.3f}"
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+            if progress.latest.metric(key) is not None
+        )
+    return line
+
+
+def follow_run(ws, run_id: str, total_epochs: int, quiet: bool) -> runs.RunRecord:
+    """Draws a run's progress line on stderr until the run ends; returns its record."""
+    tty = sys.stderr.isatty()
+    last = ""
+    while True:
+        record = runs.read_run(ws, run_id)
+        if not quiet:
+            line = f"{record.state}: " + _progress_line(
+                runs.read_progress(record.dir), total_epochs
+            )
+            if line != last:
+                print(("\r" if tty else "") + line + ("" if tty else "\n"), end="", file=sys.stderr)
+                last = line
+        if record.state in runs.FINAL_STATES or record.status is None:
+            if not quiet and tty:
+                print(file=sys.stderr)
+            return record
+        if record.state == runs.RUNNING and not jobs.worker_alive(record.status):
+            jobs.reconcile(ws)
+            continue
+        time.sleep(0.5)

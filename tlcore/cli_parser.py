@@ -177,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=int, default=3, metavar="K", help="classes to list per image (default 3)"
     )
     p_pred.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    sub.add_parser(
+        "scheduler",
+        help="run the workspace's scheduler in the foreground (until SIGTERM)",
+        description="Keep the queue moving: every second, runs whose worker died are marked "
+        "interrupted and queued runs start when a slot is free, also after a restart. Keeps "
+        "one warm worker with TensorFlow imported (TLS_WARM_WORKER=0: none). The app starts "
+        "one when none is alive; only one serves a workspace.",
+    )
     p_exp = sub.add_parser(
         "export",
         help="export a finished run's model",
@@ -194,4 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_exp.add_argument("--out", help="folder to write the export bundle to")
     p_exp.add_argument("--task", help=argparse.SUPPRESS)  # report to this background task
+    p_hash = sub.add_parser(
+        "hash-password",
+        help="make the hash of a login password (for .streamlit/secrets.toml or TLS_USERS)",
+        description="Ask for a password twice (it is not echoed) and print its scrypt hash, "
+        "the line to paste into the login settings. Nothing is stored.",
+    )
+    p_hash.add_argument(
+        "--user", help="print a [studio_users] line for this user instead of the bare hash"
+    )
+    p_hash.add_argument(
+        "--role", choices=["member", "admin"], default="member", help="with --user (default member)"
+    )
     return parser

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from tlcore.fileio import StorageError
-from tlcore.store import jobs
+from tlcore.store import jobs, scheduler
 from tlcore.store.workspace import Workspace, open_workspace, resolve_workspace_path
 
 # The page scripts live in views/, not pages/: with a pages/ folder beside app.py,
@@ -35,8 +35,10 @@ STATE_COLORS = {
 def _open_workspace_once(path: str) -> Workspace:
     ws = open_workspace(path)
     # A server (re)start is when runs orphaned by a dead worker are found and queued runs
-    # are picked up again.
+    # are picked up again; from then on the scheduler process keeps the queue moving.
     jobs.schedule(ws)
+    if scheduler.autostart_enabled():
+        scheduler.ensure_running(ws)
     return ws
 
 

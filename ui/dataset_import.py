@@ -24,8 +24,11 @@ from tlcore.data.archives import ArchiveError
 from tlcore.data.catalog import MIN_TRAIN_FRACTION
 from tlcore.data.datasets import Dataset, DatasetError, ImportOptions
 from tlcore.fileio import StorageError
+from tlcore.store.quotas import QuotaError
 from tlcore.store.workspace import Workspace
 from ui import dataset_view as view
+from ui import shared_folders
+from ui.auth import current_owner
 from ui.common import human_bytes
 
 GENERATION_KEY = "dataset_upload_generation"  # bumped after an import to empty the uploaders
@@ -130,7 +133,7 @@ def _run_import(what: str, action: Callable[[Progress], Dataset], on_imported: I
 
     try:
         dataset = action(progress)
-    except (DatasetError, ArchiveError) as exc:
+    except (DatasetError, ArchiveError, QuotaError) as exc:
         bar.empty()
         slot.error(f"**Nothing was imported.** {exc}", icon=":material/error:")
         return
@@ -234,7 +237,9 @@ def _import_upload(
         upload.seek(0)
         with open(target, "wb") as fh:
             shutil.copyfileobj(upload, fh, 1024 * 1024)
-        return datasets.import_zip(ws, target, name=name, options=options, progress=progress)
+        return datasets.import_zip(
+            ws, target, name=name, options=options, progress=progress, owner=current_owner()
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -322,19 +327,21 @@ def _classes_tab(ws: Workspace, options: ImportOptions | None, on_imported: Impo
         _run_import(
             "Importing the uploaded images",
             lambda progress: datasets.import_class_files(
-                ws, payload, name=name, options=options, progress=progress
+                ws, payload, name=name, options=options, progress=progress, owner=current_owner()
             ),
             on_imported,
         )
 
 
 def _folder_tab(ws: Workspace, options: ImportOptions | None, on_imported: Imported) -> None:
+    roots = shared_folders.shared_roots(ws)
     path = st.text_input(
         "Folder on this server",
         key="ds_folder_path",
-        placeholder="/data/pets — one sub-folder per class",
-        help="A path on the machine running the studio, not on your computer.",
+        placeholder=f"{ws.incoming_dir / 'pets'} — one sub-folder per class",
+        help=shared_folders.help_text(roots, "a folder"),
     )
+    shared_folders.caption(roots, "the class folders")
     name = st.text_input(
         "Dataset name", key="ds_folder_name", placeholder="Default: the folder's name"
     )
@@ -360,7 +367,13 @@ def _folder_tab(ws: Workspace, options: ImportOptions | None, on_imported: Impor
             _refuse("Fix the import options first.")
             return
         if not path.strip():
-            _refuse("Type the path of a folder on this server first, e.g. `/data/pets`.")
+            _refuse(
+                "Type the path of a folder on this server first, e.g. "
+                f"`{ws.incoming_dir / 'pets'}`."
+            )
+            return
+        if roots is None:
+            _refuse("**Nothing was imported:** no folder on this server can be read.")
             return
         chosen = dataclasses.replace(options, mode=mode)
         _run_import(
@@ -371,6 +384,8 @@ def _folder_tab(ws: Workspace, options: ImportOptions | None, on_imported: Impor
                 name=name.strip() or None,
                 options=chosen,
                 progress=progress,
+                roots=roots,
+                owner=current_owner(),
             ),
             on_imported,
         )
@@ -393,7 +408,7 @@ def _demo_tab(ws: Workspace, on_imported: Imported) -> None:
     if clicked:
         _run_import(
             "Drawing the demo images",
-            lambda progress: datasets.import_demo(ws, progress),
+            lambda progress: datasets.import_demo(ws, progress, owner=current_owner()),
             on_imported,
         )
 
@@ -447,6 +462,7 @@ def _keras_tab(ws: Workspace, options: ImportOptions | None, on_imported: Import
                 max_per_class=int(per_class),
                 options=options,
                 progress=progress,
+                owner=current_owner(),
             ),
             on_imported,
         )

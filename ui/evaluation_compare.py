@@ -15,6 +15,7 @@ from tlcore.store import runs
 from tlcore.training import kept_model, sweep
 from tlcore.training.progress import STRATEGY_LABELS, format_duration, strategy_label
 from ui import evaluation_charts as charts
+from ui.auth import current_owner
 from ui.charts import CHART_CONFIG
 from ui.common import PAGES, percent, state_badge, workspace
 
@@ -52,7 +53,7 @@ def _transfer_section(record: runs.RunRecord) -> None:
         )
         if st.button("Train the from-scratch baseline", icon=":material/play_arrow:"):
             try:
-                baseline_id = sweep.start_baseline(ws, record.id)
+                baseline_id = sweep.start_baseline(ws, record.id, owner=current_owner())
             except (ValueError, OSError) as exc:
                 st.error(f"**Could not queue the baseline.** {exc}", icon=":material/error:")
                 return
@@ -146,7 +147,7 @@ def _sweep_section(record: runs.RunRecord) -> None:
         if start:
             base = record.config.replace(extra={"sweep_source": record.id})
             try:
-                started = sweep.start_sweep(ws, base, unfreeze=int(unfreeze))
+                started = sweep.start_sweep(ws, base, unfreeze=int(unfreeze), owner=current_owner())
             except (ValueError, OSError) as exc:
                 st.error(f"**Could not start the sweep.** {exc}", icon=":material/error:")
                 return

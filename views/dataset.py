@@ -15,6 +15,8 @@ import streamlit as st
 from tlcore.data import datasets
 from tlcore.data.datasets import Dataset, DatasetError, DatasetSummary
 from tlcore.store import runs
+from tlcore.store.access import NotAllowedError
+from ui import auth
 from ui import dataset_view as view
 from ui.common import (
     PAGES,
@@ -172,7 +174,10 @@ def _header(dataset: Dataset) -> None:
         if manifest.get("splits_given"):
             badges.append(":violet-badge[:material/call_split: splits from the source]")
         created = str(manifest.get("created_at", "")).replace("T", " ")[:16]
-        st.markdown(" ".join([*badges, f":gray[`{dataset.id}` · imported {created} UTC]"]))
+        imported = f":gray[`{dataset.id}` · imported {created} UTC]"
+        if imported_by := auth.made_by(dataset.owner, "imported"):
+            imported += f" :gray[{imported_by}]"
+        st.markdown(" ".join([*badges, imported]))
         sizes = dataset.split_sizes()
         total = max(dataset.num_images, 1)
         tiles = st.columns(5)
@@ -222,6 +227,11 @@ def _delete_zone(summary: DatasetSummary) -> None:
         else:
             lines.append("No run has used it. Runs that use a dataset keep their records.")
         st.markdown("  \n".join(lines))
+        shown, enabled, override = auth.may_change(
+            summary.owner, "dataset", key=f"ds_override_delete_{summary.id}"
+        )
+        if not shown:
+            return
         confirm = st.checkbox(
             f"Yes, delete **{summary.name}**", key=f"ds_confirm_delete_{summary.id}"
         )
@@ -229,11 +239,13 @@ def _delete_zone(summary: DatasetSummary) -> None:
             "Delete dataset",
             icon=":material/delete_forever:",
             key=f"ds_delete_{summary.id}",
-            disabled=not confirm,
+            disabled=not (confirm and enabled),
         ):
             try:
-                datasets.delete_dataset(ws, summary.id)
-            except (DatasetError, OSError) as exc:
+                datasets.delete_dataset(
+                    ws, summary.id, actor=auth.current_actor(), override=override
+                )
+            except (DatasetError, NotAllowedError, OSError) as exc:
                 st.error(f"**Could not delete the dataset.** {exc}", icon=":material/error:")
                 return
             flash(

@@ -7,7 +7,9 @@ from tlcore.store import runs
 from tlcore.store.system import system_info
 from tlcore.training.progress import strategy_label
 from tlcore.training.quickstart import quick_start
+from ui.auth import audit_log_panel, current_actor, current_owner
 from ui.common import PAGES, empty_state, human_bytes, page_header, workspace
+from ui.health import health_line, storage_panel
 
 ws = workspace()
 page_header(
@@ -40,6 +42,7 @@ def _quick_start_card() -> None:
             bar = st.progress(0.0, text="Preparing the demo dataset…")
             started = quick_start(
                 ws,
+                owner=current_owner(),
                 progress=lambda f, msg: bar.progress(
                     min(max(f, 0.0), 1.0), text=msg or "Preparing the demo dataset…"
                 ),
@@ -66,11 +69,13 @@ def _runs_table(records: list[runs.RunRecord]) -> None:
             "Kept epoch": [row["kept_epoch"] for row in rows],
             "Epochs": [row["epochs"] for row in rows],
             "Created": [row["created"].replace("T", " ")[:16] for row in rows],
+            "Owner": [row["owner"] for row in rows],
             "Problem": [row["problem"] for row in rows],
         }
     )
-    if not table["Problem"].astype(bool).any():
-        table = table.drop(columns="Problem")
+    for column in ("Problem", "Owner"):  # shown only when some run has one
+        if not table[column].astype(bool).any():
+            table = table.drop(columns=column)
     event = st.dataframe(
         table,
         hide_index=True,
@@ -143,6 +148,7 @@ def _system_panel() -> None:
 
 
 records = runs.list_runs(ws)
+health_line(ws, records)
 if not records:
     _quick_start_card()
 st.subheader("Runs")
@@ -166,3 +172,6 @@ else:
         col.metric(state.capitalize(), int(counts.get(state, 0)), border=True)
     _runs_table(records)
 _system_panel()
+audit_log_panel(ws)
+if current_actor().is_admin:  # what it removes belongs to everyone's runs
+    storage_panel(ws)

@@ -10,6 +10,7 @@ never silently replaced.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import streamlit as st
@@ -21,11 +22,14 @@ from tlcore.model import preview, strategies
 from tlcore.model.registry import get_backbone
 from tlcore.model.weights import imagenet_weights_status
 from tlcore.store import jobs, runs
+from tlcore.store.server_paths import ServerPathError
 from tlcore.training import estimate
 from tlcore.training.progress import format_duration, strategy_label
 from ui import model_architecture as architecture
 from ui import model_form as form
 from ui import model_state as form_state
+from ui import shared_folders
+from ui.auth import current_owner
 from ui.common import PAGES, empty_state, page_header, workspace
 
 TRAINING_RUN_KEY = "training_run"  # the Training page shows this run
@@ -105,12 +109,21 @@ def _validate(ws, dataset) -> tuple[RunConfig | None, str | None]:
     except ValueError as exc:
         return None, str(exc)
     if config.weights_kind == "file":
-        path = Path(config.weights_ref).expanduser()
-        if not path.is_file():
-            return config, (
-                f"The weights file {path} does not exist on this server. Check the path, or "
-                "upload the file."
+        # A typed path: confined to the shared folders (and the uploads' folder) before
+        # anything reads it; nothing else about it is said (not even whether it exists).
+        roots = shared_folders.shared_roots(ws)
+        if roots is None:
+            return None, "No weights file on this server can be read until its settings are fixed."
+        try:
+            path = roots.including(ws.root / form_state.WEIGHTS_DIR).confine_file(
+                config.weights_ref,
+                max_bytes=roots.max_weights_bytes,
+                what="the weights file",
             )
+        except ServerPathError as exc:
+            return None, str(exc)
+        if str(path) != config.weights_ref:  # the run reads the very file checked here
+            config = dataclasses.replace(config, weights=f"file:{path}")
         checked = _preview(config, len(dataset.classes))
         problem = checked.get("weights_problem") if checked else None
         if problem:
@@ -229,7 +242,7 @@ def _load_configuration() -> None:
 
 def _start(config: RunConfig) -> None:
     try:
-        run_id = jobs.submit(ws, config)
+        run_id = jobs.submit(ws, config, owner=current_owner())
     except (StorageError, OSError, ValueError) as exc:
         st.error(f"**The run could not be started.** {exc}", icon=":material/error:")
         return

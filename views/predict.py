@@ -23,6 +23,7 @@ from tlcore.serving import export, predict
 from tlcore.store import runs, tasks
 from tlcore.store.workspace import Workspace
 from tlcore.training import kept_model
+from ui import shared_folders
 from ui.charts import CHART_CONFIG
 from ui.common import empty_state, human_bytes, page_header, workspace
 from ui.predict_charts import class_counts_figure, top_k_figure
@@ -314,27 +315,38 @@ def _batch_tab(predictor, model_id: str) -> None:
         key=f"{KEY}batch_source",
     )
     top_k = min(3, len(predictor.classes))
-    zip_upload, folder = None, ""
+    zip_upload, folder, roots = None, "", None
     if where == "Folder on the server":
+        roots = shared_folders.shared_roots(ws)
         folder = st.text_input(
             "Folder",
-            placeholder="/data/new-photos",
+            placeholder=str(ws.incoming_dir / "new-photos"),
             key=f"{KEY}batch_folder",
-            help="A folder on the machine running the studio; read recursively.",
+            help=shared_folders.help_text(roots, "a folder") + " Read recursively.",
         )
+        shared_folders.caption(roots, "the images")
     else:
         zip_upload = st.file_uploader(
             "Zip of images", type=["zip"], key=f"{KEY}batch_zip", help="Folders inside are fine."
         )
-    ready = bool(folder.strip()) if where == "Folder on the server" else zip_upload is not None
+    if where == "Folder on the server":
+        ready = bool(folder.strip()) and roots is not None
+    else:
+        ready = zip_upload is not None
     if st.button("Predict all", type="primary", icon=":material/play_arrow:", disabled=not ready):
-        _run_batch(predictor, model_id, zip_upload, folder.strip(), top_k)
+        _run_batch(predictor, model_id, zip_upload, folder.strip(), top_k, roots)
     stored = st.session_state.get(f"{KEY}batch")
     if stored and stored["model_id"] == model_id:
         _batch_results(stored)
 
 
-def _run_batch(predictor, model_id: str, zip_upload, folder: str, top_k: int) -> None:
+def _run_batch(predictor, model_id: str, zip_upload, folder: str, top_k: int, roots) -> None:
+    if zip_upload is None and roots is None:  # never a server folder without confinement
+        st.error(
+            "**Nothing was predicted:** no folder on this server can be read.",
+            icon=":material/error:",
+        )
+        return
     bar = st.progress(0.0, text="Reading the images…")
 
     def progress(done: int, total: int) -> None:
@@ -349,7 +361,7 @@ def _run_batch(predictor, model_id: str, zip_upload, folder: str, top_k: int) ->
                 results = predictor.predict_zip(path, top_k, progress=progress)
         else:
             label = folder
-            results = predictor.predict_folder(folder, top_k, progress=progress)
+            results = predictor.predict_folder(folder, top_k, progress=progress, roots=roots)
     except (archives.ArchiveError, FileNotFoundError, ValueError, OSError) as exc:
         bar.empty()
         st.error(f"**Nothing was predicted.** {exc}", icon=":material/error:")

@@ -16,6 +16,8 @@ import streamlit as st
 from tlcore.evaluation import stats
 from tlcore.fileio import StorageError
 from tlcore.store import jobs, runs
+from tlcore.store.access import NotAllowedError
+from tlcore.store.scheduler import TIME_LIMIT_EVENT
 from tlcore.training import kept_model
 from tlcore.training.progress import (
     ENDED,
@@ -29,6 +31,7 @@ from tlcore.training.progress import (
     strategy_label,
     summarize_progress,
 )
+from ui import auth
 from ui.charts import CHART_CONFIG, training_curve_figure
 from ui.common import (
     PAGES,
@@ -190,6 +193,8 @@ def _header(record: runs.RunRecord) -> None:
         with st.container(horizontal=True, vertical_alignment="center"):
             about = [f"Run `{record.id}`"]
             if status is not None:
+                if started_by := auth.made_by(record.owner, "started"):
+                    about.append(started_by)
                 about.append(f"created {format_ago(status.created_at)}")
                 if status.resumes:
                     about.append(f"resumed {status.resumes}×")
@@ -222,27 +227,35 @@ def _header(record: runs.RunRecord) -> None:
 
 def _actions(record: runs.RunRecord) -> None:
     state = record.state
-    if state in runs.ACTIVE_STATES:
+    shown = enabled = override = False
+    if state in (*runs.ACTIVE_STATES, runs.INTERRUPTED, runs.CANCELLED):
+        shown, enabled, override = auth.may_change(record.owner, "run", key=f"override_{record.id}")
+    if state in runs.ACTIVE_STATES and shown:
         queued = state == runs.QUEUED
         stopping = not queued and runs.cancel_requested(record.dir)
         if st.button(
             "Remove from queue" if queued else "Stopping…" if stopping else "Stop",
             key="stop_run",
             icon=":material/cancel:" if queued else ":material/stop_circle:",
-            disabled=stopping,
+            disabled=stopping or not enabled,
             help="The run will not start; you can resume it later."
             if queued
             else "Stops at the next batch and keeps the best model so far; you can resume later.",
         ):
-            _cancel(record)
-    if state in (runs.INTERRUPTED, runs.CANCELLED) and st.button(
-        "Resume",
-        key="resume_run",
-        icon=":material/play_arrow:",
-        type="primary",
-        help="Queues the run again; it continues from its last completed epoch.",
+            _cancel(record, override)
+    if (
+        state in (runs.INTERRUPTED, runs.CANCELLED)
+        and shown
+        and st.button(
+            "Resume",
+            key="resume_run",
+            icon=":material/play_arrow:",
+            type="primary",
+            disabled=not enabled,
+            help="Queues the run again; it continues from its last completed epoch.",
+        )
     ):
-        _resume(record)
+        _resume(record, override)
     if state == runs.FAILED:
         st.page_link(PAGES["model"], label="Change settings", icon=":material/tune:")
     if state == runs.FINISHED:
@@ -254,10 +267,15 @@ def _actions(record: runs.RunRecord) -> None:
         )
 
 
-def _cancel(record: runs.RunRecord) -> None:
+def _cancel(record: runs.RunRecord, override: bool) -> None:
     try:
-        state = jobs.cancel(ws, record.id)
-    except (runs.RunNotFoundError, runs.InvalidTransitionError, StorageError) as exc:
+        state = jobs.cancel(ws, record.id, actor=auth.current_actor(), override=override)
+    except (
+        runs.RunNotFoundError,
+        runs.InvalidTransitionError,
+        StorageError,
+        NotAllowedError,
+    ) as exc:
         st.error(f"**Could not stop the run.** {exc}", icon=":material/error:")
         return
     if state == runs.CANCELLED:
@@ -269,16 +287,16 @@ def _cancel(record: runs.RunRecord) -> None:
     st.rerun()
 
 
-def _resume(record: runs.RunRecord) -> None:
+def _resume(record: runs.RunRecord, override: bool) -> None:
     try:
-        jobs.resume(ws, record.id)
+        jobs.resume(ws, record.id, actor=auth.current_actor(), override=override)
     except runs.InvalidTransitionError as exc:
         st.error(
             f"**This run cannot be resumed.** {exc} Reload the page to see its current state.",
             icon=":material/error:",
         )
         return
-    except (runs.RunNotFoundError, StorageError, ValueError) as exc:
+    except (runs.RunNotFoundError, StorageError, ValueError, NotAllowedError) as exc:
         st.error(f"**Could not resume the run.** {exc}", icon=":material/error:")
         return
     flash(
@@ -369,8 +387,16 @@ def _notice(record: runs.RunRecord, progress: RunProgress) -> None:
             icon=":material/pause_circle:",
         )
     elif state == runs.CANCELLED:
+        limit = [e for e in runs.read_progress(record.dir) if e.get("event") == TIME_LIMIT_EVENT]
+        minutes = limit[-1].get("minutes") if limit else None
+        why = (
+            f" It reached this server's time limit of {minutes:g} minutes per run (set by "
+            "the administrator)."
+            if isinstance(minutes, int | float)
+            else ""
+        )
         st.info(
-            f"**Stopped after {done} of {total} epochs.** The best model so far is kept. "
+            f"**Stopped after {done} of {total} epochs.**{why} The best model so far is kept. "
             f"Press **Resume** to continue from epoch {done + 1}.",
             icon=":material/stop_circle:",
         )

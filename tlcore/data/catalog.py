@@ -21,6 +21,7 @@ from typing import Any
 
 from tlcore.data import images
 from tlcore.fileio import read_json
+from tlcore.store.access import LOCAL, Actor, audited
 from tlcore.store.workspace import Workspace
 
 MANIFEST_FILE = "dataset.json"
@@ -39,7 +40,7 @@ SPLIT_ALIASES = {
     "testing": "test",
 }
 SOURCE_MODES = ("copy", "index")
-SKIP_REASONS = (*images.REASONS, "outside_class_folder")
+SKIP_REASONS = (*images.REASONS, "outside_class_folder", "outside_server_roots")
 MIN_CLASSES = 2
 MIN_TRAIN_FRACTION = 0.1  # an import's validation and test shares leave at least this to train
 TINY_IMAGE_SIDE = 32  # smaller than this, most pretrained backbones see mostly upsampling blur
@@ -204,6 +205,11 @@ class DatasetSummary:
     def created_at(self) -> str:
         return str(self.manifest.get("created_at", ""))
 
+    @property
+    def owner(self) -> str | None:
+        """Who imported it (a user name), or None when nobody is recorded."""
+        return _owner_of(self.manifest)
+
 
 class Dataset:
     """An imported dataset, read from its folder. Immutable; open with `load_dataset`.
@@ -235,6 +241,11 @@ class Dataset:
     @property
     def content_hash(self) -> str:
         return str(self.manifest["content_hash"])
+
+    @property
+    def owner(self) -> str | None:
+        """Who imported it (a user name), or None when nobody is recorded."""
+        return _owner_of(self.manifest)
 
     @functools.cached_property
     def report(self) -> dict[str, Any]:
@@ -359,24 +370,38 @@ def load_dataset(ws: Workspace, name_or_id: str) -> Dataset:
     return Dataset(summary.dir, summary.manifest)
 
 
-def delete_dataset(ws: Workspace, name_or_id: str) -> None:
+def delete_dataset(
+    ws: Workspace, name_or_id: str, *, actor: Actor = LOCAL, override: bool = False
+) -> None:
     """Deletes a dataset's folder (copied images included; indexed originals are untouched).
 
     Works on damaged datasets too. The folder is first renamed to a hidden name, so a
-    half-deleted dataset is never listed.
+    half-deleted dataset is never listed. ``actor`` (default: the command line) must have
+    imported it or be an admin; an admin deleting someone else's passes ``override=True``
+    once they confirmed. The deletion, or its refusal, goes to the audit log.
 
     Raises:
         DatasetError: no dataset has that id or name, or several share the name.
+        tlcore.store.access.NotAllowedError: ``actor`` may not delete it.
     """
     summary = _resolve(ws, name_or_id)
-    doomed = summary.dir.with_name(f".deleting-{summary.dir.name}-{uuid.uuid4().hex[:8]}")
-    os.replace(summary.dir, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
-    _update_index("forget_dataset", ws, summary.id)
+    target = f"dataset {summary.name} ({summary.id})"
+    with audited(
+        ws, actor, "delete_dataset", target, summary.owner, verb="delete", override=override
+    ):
+        doomed = summary.dir.with_name(f".deleting-{summary.dir.name}-{uuid.uuid4().hex[:8]}")
+        os.replace(summary.dir, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        _update_index("forget_dataset", ws, summary.id)
 
 
 # ----------------------------------------------------------------------------------------
 # Internals: finding existing datasets
+
+
+def _owner_of(manifest: dict[str, Any]) -> str | None:
+    owner = manifest.get("owner")
+    return owner if isinstance(owner, str) and owner else None
 
 
 def _read_summary(folder: Path) -> DatasetSummary:

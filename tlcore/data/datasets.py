@@ -22,8 +22,9 @@ the same content again returns the existing dataset with ``already_existed=True`
 
 This module is the entry point: what callers use is re-exported here from the modules
 that hold it: `tlcore.data.catalog` (the types, listing, opening, deleting),
-`tlcore.data.sources` (the imports), `tlcore.data.scan` (finding the files),
-`tlcore.data.checks` (probing, checking, splitting) and `tlcore.data.dataset_report`.
+`tlcore.data.sources` and `tlcore.data.keras_datasets` (the imports), `tlcore.data.scan`
+(finding the files), `tlcore.data.checks` (probing, checking, splitting) and
+`tlcore.data.dataset_report`.
 """
 
 from __future__ import annotations
@@ -46,14 +47,8 @@ from tlcore.data.catalog import (
     load_dataset,
     manifests,
 )
-from tlcore.data.sources import (
-    KERAS_DATASETS,
-    import_class_files,
-    import_demo,
-    import_folder,
-    import_keras_dataset,
-    import_zip,
-)
+from tlcore.data.keras_datasets import KERAS_DATASETS, import_keras_dataset
+from tlcore.data.sources import import_class_files, import_demo, import_folder, import_zip
 
 __all__ = [
     "IMAGES_DIR",

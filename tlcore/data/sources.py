@@ -1,25 +1,23 @@
-"""Importing datasets: from a folder, a zip, files per class, the demo set or a Keras
-dataset, through one path that writes a staging folder and publishes it in one step.
+"""Importing datasets: from a folder, a zip, files per class or the demo set, through one
+path that writes a staging folder and publishes it in one step.
+
+`_staging_dir` and `_import_scanned` are that path; `tlcore.data.keras_datasets` (the Keras
+built-in datasets) imports through them too.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
 import time
 import unicodedata
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-from PIL import Image
 
 from tlcore.data import archives, demo_data
 from tlcore.data.catalog import (
@@ -57,6 +55,8 @@ from tlcore.data.checks import (
 from tlcore.data.dataset_report import _build_manifest, _build_report
 from tlcore.data.scan import _Candidate, _check_class_name, _Kept, _Scan, _scan_folder
 from tlcore.fileio import atomic_write_bytes, atomic_write_json, read_json
+from tlcore.store import quotas
+from tlcore.store.server_paths import ServerPathError, ServerRoots
 from tlcore.store.workspace import Workspace
 
 # ----------------------------------------------------------------------------------------
@@ -70,13 +70,16 @@ def import_folder(
     name: str | None = None,
     options: ImportOptions = ImportOptions(),
     progress: Progress | None = None,
+    roots: ServerRoots | None = None,
+    owner: str | None = None,
 ) -> Dataset:
     """Imports a folder of class folders (``cats/*.jpg``, ``dogs/*.jpg``).
 
     The layout may be wrapped in one folder (``pets/cats/...``), images may sit at any depth
     inside a class folder, and ``train``/``val``/``test`` folders (also ``valid``,
     ``validation``) holding class folders are honoured as given: a missing val or test split
-    is carved from train. Files that are not usable images are skipped and listed.
+    is carved from train. Files that are not usable images are skipped and listed, and so
+    are named pipes, devices, sockets and broken links, which are never opened.
 
     Args:
         ws: the workspace.
@@ -84,14 +87,24 @@ def import_folder(
         name: the dataset's name; default: the folder's name.
         options: split and check settings; default `ImportOptions()`.
         progress: called as ``progress(fraction, message)``.
+        roots: confines the import to these shared folders (the web UI): the folder and
+            every link in it must lie under them, and the size caps apply; default None
+            (full access: the command line).
+        owner: who imports it (a user name), kept in the manifest; default None (nobody).
 
     Returns:
         The new dataset, or the existing one with the same content (``already_existed``).
 
     Raises:
-        DatasetError: the folder is missing, has no class folders, fewer than two classes,
-            a class with no or too few images, or a class with no training images.
+        DatasetError: the folder is outside ``roots``, missing, has no class folders, fewer
+            than two classes, a class with no or too few images, or a class with no
+            training images; or its files exceed the total cap of ``roots``.
     """
+    if roots is not None:
+        try:
+            src_path = roots.confine(src_path)
+        except ServerPathError as exc:
+            raise DatasetError(str(exc)) from None
     root = Path(src_path).expanduser()
     if not root.exists():
         raise DatasetError(f"The folder {root} does not exist. Check the path.")
@@ -104,8 +117,10 @@ def import_folder(
         kind="folder", path=str(root), mode=options.mode, owns_files=False, label=str(root)
     )
     with _staging_dir(ws) as staging:
-        scan = _scan_folder(root, source.label)
-        return _import_scanned(ws, staging, scan, name or root.name, source, options, progress)
+        scan = _scan_folder(root, source.label, roots)
+        return _import_scanned(
+            ws, staging, scan, name or root.name, source, options, progress, owner
+        )
 
 
 def import_zip(
@@ -115,6 +130,7 @@ def import_zip(
     name: str | None = None,
     options: ImportOptions = ImportOptions(),
     progress: Progress | None = None,
+    owner: str | None = None,
 ) -> Dataset:
     """Imports a zip of class folders, extracted with every member checked first.
 
@@ -127,6 +143,7 @@ def import_zip(
         name: the dataset's name; default: the zip's file name without ``.zip``.
         options: split and check settings; default `ImportOptions()`.
         progress: called as ``progress(fraction, message)``.
+        owner: who imports it (a user name), kept in the manifest; default None (nobody).
 
     Returns:
         The new dataset, or the existing one with the same content (``already_existed``).
@@ -156,6 +173,7 @@ def import_zip(
             source,
             options,
             _scaled(progress, 0.3, 1.0),
+            owner,
         )
 
 
@@ -166,6 +184,7 @@ def import_class_files(
     name: str,
     options: ImportOptions = ImportOptions(),
     progress: Progress | None = None,
+    owner: str | None = None,
 ) -> Dataset:
     """Imports images uploaded per class, e.g. from the Dataset page.
 
@@ -175,6 +194,7 @@ def import_class_files(
         name: the dataset's name (required).
         options: split and check settings (``mode`` is ignored: uploads are copied).
         progress: called as ``progress(fraction, message)``.
+        owner: who imports it (a user name), kept in the manifest; default None (nobody).
 
     Returns:
         The new dataset, or the existing one with the same content (``already_existed``).
@@ -198,14 +218,16 @@ def import_class_files(
     source = _Source(kind="upload", path=None, mode="copy", owns_files=False, label="the upload")
     scan = _Scan(candidates, [], [], class_names, given_splits=())
     with _staging_dir(ws) as staging:
-        return _import_scanned(ws, staging, scan, name, source, options, progress)
+        return _import_scanned(ws, staging, scan, name, source, options, progress, owner)
 
 
-def import_demo(ws: Workspace, progress: Progress | None = None) -> Dataset:
+def import_demo(
+    ws: Workspace, progress: Progress | None = None, *, owner: str | None = None
+) -> Dataset:
     """Imports the built-in demo dataset (see `tlcore.data.demo_data`): no download needed.
 
     Importing it again returns the existing dataset (``already_existed=True``) without
-    drawing the images again.
+    drawing the images again. ``owner``: as for `import_folder`.
     """
     source = _Source(
         kind="demo",
@@ -230,131 +252,7 @@ def import_demo(ws: Workspace, progress: Progress | None = None) -> Dataset:
             source,
             ImportOptions(),
             _scaled(progress, 0.4, 1.0),
-        )
-
-
-@dataclass(frozen=True)
-class _KerasDataset:
-    title: str
-    classes: tuple[str, ...]
-    cache_files: tuple[str, ...]  # where Keras looks, relative to ~/.keras/datasets
-    url: str
-
-
-KERAS_DATASETS: dict[str, _KerasDataset] = {
-    "cifar10": _KerasDataset(
-        "CIFAR-10",
-        (
-            "airplane",
-            "automobile",
-            "bird",
-            "cat",
-            "deer",
-            "dog",
-            "frog",
-            "horse",
-            "ship",
-            "truck",
-        ),
-        ("cifar-10-batches-py-target_archive",),
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    ),
-    "mnist": _KerasDataset(
-        "MNIST",
-        tuple(str(d) for d in range(10)),
-        ("mnist.npz",),
-        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
-    ),
-    "fashion_mnist": _KerasDataset(
-        "Fashion-MNIST",
-        (
-            "T-shirt_top",  # Keras calls it "T-shirt/top"; a slash cannot name a folder
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-        tuple(
-            f"fashion-mnist/{f}"
-            for f in (
-                "train-labels-idx1-ubyte.gz",
-                "train-images-idx3-ubyte.gz",
-                "t10k-labels-idx1-ubyte.gz",
-                "t10k-images-idx3-ubyte.gz",
-            )
-        ),
-        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
-    ),
-}
-
-
-def import_keras_dataset(
-    ws: Workspace,
-    which: str,
-    *,
-    max_per_class: int | None = None,
-    options: ImportOptions = ImportOptions(),
-    progress: Progress | None = None,
-) -> Dataset:
-    """Imports CIFAR-10, MNIST or Fashion-MNIST through ``keras.datasets`` (downloads once).
-
-    The Keras train and test sets become the train and test splits; val is carved from
-    train. Class names are sorted, so label numbers may differ from Keras' own.
-
-    Args:
-        ws: the workspace.
-        which: 'cifar10', 'mnist' or 'fashion_mnist'.
-        max_per_class: keep at most this many images per class (train and test together,
-            in their original proportion); default all.
-        options: split and check settings (``mode`` is ignored).
-        progress: called as ``progress(fraction, message)``.
-
-    Raises:
-        DatasetError: ``which`` is unknown, ``max_per_class`` is not positive, or the data
-            cannot be downloaded (with where to put the file by hand).
-    """
-    spec = KERAS_DATASETS.get(which)
-    if spec is None:
-        raise DatasetError(
-            f"Unknown Keras dataset {which!r}. Choose one of: {', '.join(KERAS_DATASETS)}."
-        )
-    if max_per_class is not None and (not isinstance(max_per_class, int) or max_per_class < 1):
-        raise DatasetError(
-            f"max_per_class must be a positive integer. Received: max_per_class={max_per_class!r}"
-        )
-    source = _Source(
-        kind="keras",
-        path=None,
-        mode="copy",
-        owns_files=True,
-        label=spec.title,
-        extra={"which": which, "max_per_class": max_per_class},
-    )
-    existing = _find_by_source(ws, source)
-    if existing is not None:
-        return existing
-    report = _scaled(progress, 0.0, 0.4)
-    if report is not None:
-        report(0.0, f"Loading {spec.title}")
-    (x_train, y_train), (x_test, y_test) = _load_keras_arrays(which, spec)
-    title = spec.title if max_per_class is None else f"{spec.title} ({max_per_class} per class)"
-    with _staging_dir(ws) as staging:
-        written = staging / "source"
-        train_cap, test_cap = _keras_caps(max_per_class, len(y_train), len(y_test))
-        _write_keras_split(
-            written / "train", x_train, y_train, spec, train_cap, _scaled(report, 0.0, 0.8)
-        )
-        _write_keras_split(
-            written / "test", x_test, y_test, spec, test_cap, _scaled(report, 0.8, 1.0)
-        )
-        scan = _scan_folder(written, spec.title)
-        return _import_scanned(
-            ws, staging, scan, title, source, options, _scaled(progress, 0.4, 1.0)
+            owner,
         )
 
 
@@ -364,7 +262,9 @@ def import_keras_dataset(
 
 @contextmanager
 def _staging_dir(ws: Workspace) -> Iterator[Path]:
-    """A hidden folder for one import; removed at the end, whatever happens."""
+    """A hidden folder for one import; removed at the end, whatever happens. Refused
+    (`QuotaError`) when the disk or the workspace is too full to start one."""
+    quotas.check_room(ws, "import")
     ws.datasets_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(ws)
     staging = ws.datasets_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
@@ -496,63 +396,6 @@ def _transfer(candidate: _Candidate, target: Path, *, move: bool) -> None:
         shutil.copyfile(candidate.path, target)
 
 
-# ----------------------------------------------------------------------------------------
-# Internals: Keras datasets
-
-
-def _keras_datasets_dir() -> Path:
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "datasets"
-
-
-def _load_keras_arrays(which: str, spec: _KerasDataset):
-    module = importlib.import_module(f"keras.datasets.{which}")
-    try:
-        return module.load_data()
-    except Exception as exc:  # Keras raises a bare Exception for a failed download
-        folder = _keras_datasets_dir()
-        files = ", ".join(str(folder / f) for f in spec.cache_files)
-        raise DatasetError(
-            f"Could not download {spec.title}: this machine has no internet access or the "
-            f"download failed ({exc}). Download it elsewhere from {spec.url} and put the "
-            f"file(s) at {files}, or import a zip of class folders instead."
-        ) from exc
-
-
-def _keras_caps(
-    max_per_class: int | None, n_train: int, n_test: int
-) -> tuple[int | None, int | None]:
-    """Per-class caps for train and test that keep Keras' train/test proportion."""
-    if max_per_class is None:
-        return None, None
-    test_cap = max(1, round(max_per_class * n_test / max(n_train + n_test, 1)))
-    return max(1, max_per_class - test_cap), test_cap
-
-
-def _write_keras_split(
-    folder: Path,
-    x: np.ndarray,
-    y: np.ndarray,
-    spec: _KerasDataset,
-    cap: int | None,
-    progress: Progress | None,
-) -> None:
-    """Writes ``folder/<class>/<index>.png`` for the first ``cap`` images of each class."""
-    labels = np.asarray(y).reshape(-1)
-    written: Counter[int] = Counter()
-    every = max(1, len(labels) // PROGRESS_STEPS)
-    for index, (pixels, label) in enumerate(zip(x, labels, strict=True)):
-        label = int(label)
-        if cap is None or written[label] < cap:
-            class_dir = folder / spec.classes[label]
-            class_dir.mkdir(parents=True, exist_ok=True)
-            image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
-            image.save(class_dir / f"{index:05d}.png")
-            written[label] += 1
-        if progress is not None and (index + 1) % every == 0:
-            progress((index + 1) / len(labels), f"Wrote {folder.name} image {index + 1}")
-
-
 def _import_scanned(
     ws: Workspace,
     staging: Path,
@@ -561,6 +404,7 @@ def _import_scanned(
     source: _Source,
     options: ImportOptions,
     progress: Progress | None,
+    owner: str | None = None,
 ) -> Dataset:
     name = _check_name(name)
     probed = _probe_all(scan.candidates, options.max_image_pixels, _scaled(progress, 0.0, 0.7))
@@ -587,4 +431,5 @@ def _import_scanned(
     manifest = _build_manifest(
         dataset_id, final_name, content_hash, classes, kept, source, options, scan.given_splits
     )
+    manifest["owner"] = owner  # who imported it; None: nobody (the command line)
     return _publish(ws, staging, kept, manifest, report, source, _scaled(progress, 0.7, 1.0))

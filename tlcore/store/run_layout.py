@@ -17,6 +17,7 @@ a reader that several modules need (the class list, for one) exists once.
     backup/            Keras BackupAndRestore, for resuming (tlcore.training.train)
     logs/              TensorBoard                         (tlcore.training.train)
     worker.log         the training process's own output   (tlcore.store.jobs)
+    worker-scratch/    a non-chief's checkpoints; deleted   (tlcore.training.train)
     evaluation/        stored evaluations, per dataset     (tlcore.evaluation.evaluate)
     exports/           exported bundles                    (tlcore.serving.export)
     tasks/             background evaluations and exports  (tlcore.store.tasks)
@@ -43,6 +44,7 @@ SOURCE_MODEL_FILE = "source_model.keras"
 BACKUP_DIR = "backup"
 TENSORBOARD_DIR = "logs"
 WORKER_LOG = "worker.log"
+WORKER_SCRATCH_DIR = "worker-scratch"
 EVALUATION_DIR = "evaluation"
 EXPORTS_DIR = "exports"
 TASKS_DIR = "tasks"
@@ -71,6 +73,7 @@ class RunPaths:
     backup = property(lambda self: self.root / BACKUP_DIR)
     tensorboard = property(lambda self: self.root / TENSORBOARD_DIR)
     worker_log = property(lambda self: self.root / WORKER_LOG)
+    worker_scratch = property(lambda self: self.root / WORKER_SCRATCH_DIR)
     evaluations = property(lambda self: self.root / EVALUATION_DIR)
     exports = property(lambda self: self.root / EXPORTS_DIR)
     tasks = property(lambda self: self.root / TASKS_DIR)

@@ -83,6 +83,7 @@ class RunStatus:
     pid_started: float | None = None  # the process' start time, to tell a reused pid apart
     resumes: int = 0
     summary: dict = field(default_factory=dict)  # final metrics for listings
+    owner: str | None = None  # who started it (None: the command line, or before owners)
 
     @classmethod
     def from_dict(cls, data: dict) -> RunStatus:
@@ -108,6 +109,11 @@ class RunRecord:
         return self.status.state if self.status else UNREADABLE
 
     @property
+    def owner(self) -> str | None:
+        """Who started the run (a user name), or None when nobody is recorded."""
+        return self.status.owner if self.status else None
+
+    @property
     def title(self) -> str:
         """What people call the run: its name, else "<backbone> on <dataset>", else its id."""
         cfg = self.config
@@ -125,14 +131,17 @@ def new_run_id() -> str:
     return now.strftime("%Y%m%d-%H%M%S-") + f"{now.microsecond:05x}{secrets.token_hex(1)}"
 
 
-def create_run(ws: Workspace, config: RunConfig) -> RunRecord:
-    """Creates a run folder in state ``queued`` with its config. Does not start it."""
+def create_run(ws: Workspace, config: RunConfig, *, owner: str | None = None) -> RunRecord:
+    """Creates a run folder in state ``queued`` with its config. Does not start it.
+
+    ``owner`` (default None: nobody, as from the command line) is kept in ``status.json``.
+    """
     run_id = new_run_id()
     run_dir = ws.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=False)
     config.save(run_dir / CONFIG_FILE)
     stamp = now_iso()
-    status = RunStatus(state=QUEUED, created_at=stamp, updated_at=stamp)
+    status = RunStatus(state=QUEUED, created_at=stamp, updated_at=stamp, owner=owner)
     _write_status(ws, run_id, status, config)
     return RunRecord(run_id, run_dir, config, status)
 
@@ -315,5 +324,6 @@ def run_row(record: RunRecord) -> dict:
         "kept_epoch": summary.get("kept_epoch"),
         "epochs": summary.get("epochs_completed"),
         "created": st.created_at if st else "",
+        "owner": record.owner or "",
         "problem": record.problem or (st.error if st else "") or "",
     }

@@ -6,7 +6,11 @@ Layout::
       datasets/<dataset_id>/dataset.json   (+ images, report, split)
       runs/<run_id>/config.json, status.json, progress.jsonl, ...
       cache/                               (feature and image caches; safe to delete)
+      incoming/                            (the folder the web UI may read images from by
+                                            default; see `tlcore.store.server_paths`)
       index.sqlite                         (fast listing; rebuilt from the folders)
+      audit.jsonl                          (append-only: who cancelled, deleted, logged in)
+      login-attempts.json                  (failed logins, for the lock-out)
 """
 
 from __future__ import annotations
@@ -42,8 +46,21 @@ class Workspace:
         return self.root / "cache"
 
     @property
+    def incoming_dir(self) -> Path:
+        """Where files to import through the web UI are copied (its default shared folder)."""
+        return self.root / "incoming"
+
+    @property
     def index_path(self) -> Path:
         return self.root / "index.sqlite"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.root / "audit.jsonl"
+
+    @property
+    def login_attempts_path(self) -> Path:
+        return self.root / "login-attempts.json"
 
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
@@ -73,7 +90,7 @@ def open_workspace(path: str | os.PathLike | None = None) -> Workspace:
     root = resolve_workspace_path(path)
     ws = Workspace(root)
     try:
-        for folder in (root, ws.datasets_dir, ws.runs_dir, ws.cache_dir):
+        for folder in (root, ws.datasets_dir, ws.runs_dir, ws.cache_dir, ws.incoming_dir):
             folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".write-check-"):
             pass

@@ -125,7 +125,7 @@ def calibrate(ws: Workspace, config: RunConfig) -> dict:
         batches = pipeline.make_image_dataset(
             items, image_size=size, batch_size=batch, shuffle=False, seed=0
         )
-        # Called as the feature cache calls it (`tlcore.training.train._cached_split`).
+        # Called as the feature cache calls it (`tlcore.training.phase_fit._cached_split`).
         extract = timed(lambda: [extractor(x, training=False) for x, _ in batches], 1)
         extract_ips = len(items) / extract
         # ... and as evaluation predicts (compiled, `predict_on_batch`).

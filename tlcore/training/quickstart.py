@@ -96,11 +96,19 @@ def _note(backbone: str, alpha: float) -> str:
     )
 
 
-def quick_start(ws: Workspace, progress: Callable[[float, str], None] | None = None) -> QuickStart:
-    """Imports the demo dataset if needed and starts a run on it. Returns at once."""
+def quick_start(
+    ws: Workspace,
+    progress: Callable[[float, str], None] | None = None,
+    *,
+    owner: str | None = None,
+) -> QuickStart:
+    """Imports the demo dataset if needed and starts a run on it. Returns at once.
+
+    ``owner`` (a user name; default None, nobody) owns the run and, if new, the dataset.
+    """
     from tlcore.data import datasets
 
-    dataset = datasets.import_demo(ws, progress=progress)
+    dataset = datasets.import_demo(ws, progress=progress, owner=owner)
     config, note = choose_quick_config(dataset.name)
-    run_id = jobs.submit(ws, config)
+    run_id = jobs.submit(ws, config, owner=owner)
     return QuickStart(run_id=run_id, dataset_name=dataset.name, note=note)

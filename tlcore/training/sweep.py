@@ -139,13 +139,16 @@ def sweep_configs(base: RunConfig, *, unfreeze: int = 2) -> dict[str, RunConfig]
     return configs
 
 
-def start_sweep(ws: Workspace, base_config: RunConfig, *, unfreeze: int = 2) -> Sweep:
+def start_sweep(
+    ws: Workspace, base_config: RunConfig, *, unfreeze: int = 2, owner: str | None = None
+) -> Sweep:
     """Queues one run per strategy of `SWEEP_STRATEGIES` and records the sweep.
 
     Args:
         ws: the workspace.
         base_config: the settings every run shares (its ``strategy`` is replaced).
         unfreeze: blocks unfrozen by fine-tune-top and two-phase; default 2.
+        owner: who starts it (a user name), recorded on every run; default None (nobody).
 
     Returns:
         The `Sweep`, with ``id`` and ``runs`` (strategy → run id). The first run may already
@@ -175,7 +178,7 @@ def start_sweep(ws: Workspace, base_config: RunConfig, *, unfreeze: int = 2) -> 
             name=f"{prefix} · sweep: {STRATEGY_LABELS.get(strategy, strategy)}",
             extra={**config.extra, EXTRA_SWEEP: sweep_id, EXTRA_ROLE: strategy},
         )
-        sweep.runs[strategy] = jobs.submit(ws, config)
+        sweep.runs[strategy] = jobs.submit(ws, config, owner=owner)
         atomic_write_json(path, sweep.to_dict())  # after each run: a crash loses none
     return sweep
 
@@ -472,11 +475,12 @@ def baseline_config(config: RunConfig, run_id: str) -> RunConfig:
     )
 
 
-def start_baseline(ws: Workspace, run_id: str) -> str:
+def start_baseline(ws: Workspace, run_id: str, *, owner: str | None = None) -> str:
     """Queues the from-scratch twin of a run ("did transfer help?") and returns its id.
 
     Idempotent: when the run already has a baseline that is queued, running, interrupted
-    or finished, that one's id is returned and nothing new is queued.
+    or finished, that one's id is returned and nothing new is queued. ``owner`` (default
+    None, nobody) is recorded as whoever queued the twin.
 
     Raises:
         tlcore.store.runs.RunNotFoundError: there is no such run.
@@ -489,4 +493,4 @@ def start_baseline(ws: Workspace, run_id: str) -> str:
     existing = find_baseline(ws, run_id)
     if existing is not None and existing.state not in (runs.FAILED, runs.CANCELLED):
         return existing.id
-    return jobs.submit(ws, config)
+    return jobs.submit(ws, config, owner=owner)

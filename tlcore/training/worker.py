@@ -5,17 +5,25 @@ ends in a closed state (MLflow's rule): ``finished``, ``cancelled``, ``failed`` 
 the reason, or ``interrupted`` when the process is told to terminate. A process killed
 outright (SIGKILL, power loss) is found dead by `jobs.reconcile` and marked
 ``interrupted`` there. When the run ends, the next queued run is started.
+
+``--warm``: a worker started ahead of time by the scheduler, which waits with TensorFlow
+imported until a run is handed to it (see `tlcore.store.jobs`' warm workers).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from tlcore.store import jobs, runs
+from tlcore.store.run_layout import WORKER_LOG
 from tlcore.store.workspace import Workspace
+
+WARM_POLL_S = 0.05  # how often an idle warm worker looks for its run
 
 
 class _Terminated(BaseException):
@@ -46,11 +54,56 @@ def _close(ws: Workspace, run_id: str, state: str, **changes) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "--warm":
+        return _warm(Workspace(Path(argv[1]).resolve()))
     if len(argv) != 2:
-        print("usage: python -m tlcore.training.worker WORKSPACE RUN_ID", file=sys.stderr)
+        print(
+            "usage: python -m tlcore.training.worker WORKSPACE RUN_ID\n"
+            "       python -m tlcore.training.worker --warm WORKSPACE",
+            file=sys.stderr,
+        )
         return 2
     ws, run_id = Workspace(Path(argv[0]).resolve()), argv[1]
     signal.signal(signal.SIGTERM, _on_sigterm)
+    return _train(ws, run_id)
+
+
+def _warm(ws: Workspace) -> int:
+    """A warm worker: imports TensorFlow, says it is ready, and waits to be handed a run.
+
+    Kept by the scheduler (`tlcore.store.scheduler`), which stops it with SIGTERM while it
+    is idle; it also leaves by itself when the scheduler that started it is gone.
+    """
+    _import_what_training_needs()
+    scheduler_pid, me = os.getppid(), os.getpid()
+    jobs.announce_warm_worker(ws)
+    while (run_id := jobs.warm_worker_assignment(ws, me)) is None:
+        if os.getppid() != scheduler_pid:  # orphaned: nobody will hand it a run
+            jobs.forget_warm_worker(ws, me)
+            return 0
+        time.sleep(WARM_POLL_S)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    jobs.forget_warm_worker(ws, me)
+    with open(ws.run_dir(run_id) / WORKER_LOG, "ab") as log:  # from now on, the run's log
+        os.dup2(log.fileno(), sys.stdout.fileno())
+        os.dup2(log.fileno(), sys.stderr.fileno())
+    return _train(ws, run_id)
+
+
+def _import_what_training_needs() -> None:
+    """Imports, ahead of the run, what `train.train_run` imports when it starts (TensorFlow,
+    Keras, scikit-learn and the modules that use them): the seconds a warm worker saves."""
+    import keras  # noqa: F401
+    import sklearn.utils.class_weight  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    from tlcore.data import datasets, pipeline  # noqa: F401
+    from tlcore.evaluation import evaluate, stats  # noqa: F401
+    from tlcore.model import model_store, models  # noqa: F401
+    from tlcore.training import callbacks, distribution, features, head_search, train  # noqa: F401
+
+
+def _train(ws: Workspace, run_id: str) -> int:
     try:
         from tlcore.training.train import train_run  # imports TensorFlow: after the signal handler
 

@@ -1,0 +1,141 @@
+"""The workspace's scheduler process: the queue never stalls, restarts pick up where they left,
+one scheduler per workspace, and a warm worker is handed the next run.
+
+Each test starts the real ``python -m tlcore scheduler`` and real training workers (a small
+CNN on 24 px images, a few seconds each).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import tiny_config
+from tlcore.store import jobs, runs, scheduler
+
+WAIT_S = 120  # a worker imports TensorFlow (~5 s on 2 cores), more under load
+
+
+def _start_scheduler(ws, *, warm: bool) -> subprocess.Popen:
+    env, cwd = jobs.child_environment()
+    env |= {"TLS_WARM_WORKER": "1" if warm else "0", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlcore", "--workspace", str(ws.root), "scheduler"],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    _wait(lambda: scheduler.status(ws).alive, "the scheduler to report in")
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(30)
+
+
+def _wait(condition, what: str, timeout: float = WAIT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _state(ws, run_id: str) -> str:
+    return runs.read_run(ws, run_id).state
+
+
+@pytest.fixture
+def one_slot(monkeypatch):
+    monkeypatch.setenv(jobs.MAX_CONCURRENT_ENV, "1")
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_worker_is_reaped_and_the_queued_run_starts_by_itself(ws, tiny_dataset, one_slot):
+    proc = _start_scheduler(ws, warm=False)
+    try:
+        first = jobs.submit(ws, tiny_config(tiny_dataset, name="long", epochs=500))
+        second = jobs.submit(ws, tiny_config(tiny_dataset, name="next", epochs=1))
+        assert _state(ws, first) == runs.RUNNING and _state(ws, second) == runs.QUEUED
+        pid = runs.read_run(ws, first).status.pid
+        os.killpg(pid, signal.SIGKILL)  # no worker is left to start the next run
+        _wait(lambda: _state(ws, first) == runs.INTERRUPTED, "the lost run to be marked")
+        _wait(lambda: _state(ws, second) != runs.QUEUED, "the queued run to start", 15)
+        assert runs.read_run(ws, first).status.error == jobs.LOST_WORKER_MESSAGE
+        _wait(lambda: _state(ws, second) == runs.FINISHED, "the second run to finish")
+    finally:
+        assert _stop(proc) == 0
+    assert not scheduler.status(ws).alive
+
+
+@pytest.mark.timeout(300)
+def test_after_a_restart_lost_runs_are_interrupted_and_queued_ones_start(ws, tiny_dataset):
+    # As the run folders are after a reboot: one says running (its process is long gone),
+    # one is queued, and nothing runs the scheduler until it is started.
+    lost = runs.create_run(ws, tiny_config(tiny_dataset, name="was training"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    runs.set_state(ws, lost.id, runs.RUNNING, pid=dead.pid, pid_started=1.0)
+    waiting = runs.create_run(ws, tiny_config(tiny_dataset, name="was waiting", epochs=1))
+    proc = _start_scheduler(ws, warm=False)
+    try:
+        _wait(lambda: _state(ws, lost.id) == runs.INTERRUPTED, "the lost run to be marked")
+        _wait(lambda: _state(ws, waiting.id) == runs.FINISHED, "the queued run to finish")
+        jobs.resume(ws, lost.id)  # interrupted runs can be resumed
+        _wait(lambda: _state(ws, lost.id) == runs.FINISHED, "the resumed run to finish")
+    finally:
+        assert _stop(proc) == 0
+
+
+@pytest.mark.timeout(300)
+def test_only_one_scheduler_serves_a_workspace(ws):
+    proc = _start_scheduler(ws, warm=False)
+    try:
+        env, cwd = jobs.child_environment()
+        second = subprocess.run(
+            [sys.executable, "-m", "tlcore", "--workspace", str(ws.root), "scheduler"],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 0
+        assert f"A scheduler already serves {ws.root} (pid {proc.pid})" in second.stderr
+        assert scheduler.status(ws).pid == proc.pid
+        assert not scheduler.ensure_running(ws)  # the app starts none while one is alive
+    finally:
+        assert _stop(proc) == 0
+
+
+@pytest.mark.timeout(300)
+def test_a_warm_worker_is_handed_the_next_run(ws, tiny_dataset, one_slot):
+    proc = _start_scheduler(ws, warm=True)
+    try:
+        warm_pid = _wait(lambda: scheduler.status(ws).warm_worker_pid, "a warm worker")
+        ready = ws.cache_dir / jobs.WARM_DIR / f"{warm_pid}.ready"
+        _wait(ready.exists, "the warm worker to have imported TensorFlow")
+        run_id = jobs.submit(ws, tiny_config(tiny_dataset, name="warm", epochs=1))
+        record = runs.read_run(ws, run_id)
+        assert record.status.pid == warm_pid  # handed to the waiting process
+        _wait(lambda: _state(ws, run_id) == runs.FINISHED, "the run to finish")
+        started = [e for e in runs.read_progress(record.dir) if e["event"] == "worker_started"]
+        assert started[0]["warm"] is True
+        # The scheduler keeps a new idle one for the next run.
+        _wait(
+            lambda: scheduler.status(ws).warm_worker_pid not in (None, warm_pid),
+            "a new warm worker",
+        )
+    finally:
+        assert _stop(proc) == 0
+    _wait(lambda: not jobs.process_alive(warm_pid, None), "the used worker to end", 30)
