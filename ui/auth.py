@@ -256,6 +256,8 @@ def made_by(owner: str | None, verb: str) -> str | None:
     actor = st.session_state.get(ACTOR_KEY)
     if owner is None and not (isinstance(actor, Actor) and actor.authenticated):
         return None
+    if owner is None:  # made before logins, or from the command line
+        return "owner not recorded (command line or before logins)"
     return f"{verb} by {owner_text(owner)}"
 
 

@@ -176,7 +176,7 @@ def _header(dataset: Dataset) -> None:
         created = str(manifest.get("created_at", "")).replace("T", " ")[:16]
         imported = f":gray[`{dataset.id}` · imported {created} UTC]"
         if imported_by := auth.made_by(dataset.owner, "imported"):
-            imported += f" :gray[{imported_by}]"
+            imported += f" :gray[· {imported_by}]"
         st.markdown(" ".join([*badges, imported]))
         sizes = dataset.split_sizes()
         total = max(dataset.num_images, 1)
