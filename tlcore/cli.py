@@ -11,7 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from tlcore.cli_output import fmt_metric, follow_run, print_json, stderr_progress, table
+from tlcore.cli_output import (
+    escape_control,
+    fmt_metric,
+    follow_run,
+    print_json,
+    stderr_progress,
+    table,
+)
 from tlcore.cli_parser import build_parser
 from tlcore.config import RunConfig, apply_overrides
 from tlcore.evaluation import stats
@@ -266,7 +273,7 @@ def _evaluate(args, ws, task: tasks.TaskReporter | None) -> int:
     summary = result.summary()
     print(f"Run {result.run_id} on {result.dataset_name!r}, {result.split_label}:")
     if result.note:
-        print(f"  note: {result.note}")
+        print(f"  note: {escape_control(result.note)}")
     shown = stats.format_accuracy(result.metrics.accuracy, result.metrics.num_samples)
     print(f"  {'accuracy':<24} {shown}")
     for key, value in summary.items():
@@ -278,7 +285,8 @@ def _evaluate(args, ws, task: tasks.TaskReporter | None) -> int:
         print(f"  {'validation accuracy':<24} {shown}")
     found = result.metrics.collapse
     if found:
-        print("  WARNING: " + stats.collapse_message(found, result.class_names, result.split_label))
+        message = stats.collapse_message(found, result.class_names, result.split_label)
+        print("  WARNING: " + escape_control(message))
     print(f"  stored in {result.folder}")
     for key, path in written.items():
         print(f"  {key} written to {path}")
@@ -358,7 +366,7 @@ def cmd_baseline(args, ws) -> int:
     if args.json:
         print_json(verdict.to_dict())
     else:
-        print(verdict.reason)
+        print(escape_control(verdict.reason))
     return EXIT_OK if verdict.baseline_state == runs.FINISHED else EXIT_FAILED
 
 
@@ -424,7 +432,7 @@ def _export(args, ws, task: tasks.TaskReporter | None) -> int:
     except export.ExportError as exc:
         if task is not None:
             task.fail(str(exc))
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {escape_control(exc)}", file=sys.stderr)
         return EXIT_FAILED
     made = {
         "run_id": args.run_id,
@@ -546,7 +554,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_hash_password(args)
         ws = open_workspace(args.workspace)
         if args.command in ("runs", "train"):
-            jobs.reconcile(ws)  # runs whose worker died are shown (and resumable) as interrupted
+            try:  # runs whose worker died are shown (and resumable) as interrupted
+                jobs.reconcile(ws)
+            except OSError as exc:  # disk full: list them as they are, marked next time
+                print(f"warning: {exc.strerror or exc}", file=sys.stderr)
         return COMMANDS[args.command](args, ws)
     except (UserError, ValueError, LookupError, StorageError, runs.InvalidTransitionError) as exc:
         if isinstance(exc, StorageError):
@@ -555,5 +566,5 @@ def main(argv: list[str] | None = None) -> int:
             message = exc.args[0]
         else:
             message = str(exc)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {escape_control(message)}", file=sys.stderr)
         return EXIT_USAGE

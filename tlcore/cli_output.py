@@ -8,6 +8,7 @@ import sys
 import time
 
 from tlcore.store import jobs, runs
+from tlcore.store.studio_log import escape_control
 from tlcore.training.progress import format_duration, summarize_progress
 
 
@@ -17,12 +18,16 @@ def print_json(obj) -> None:
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
-    """Rows as left-aligned columns under upper-case headers; empty for no rows."""
+    """Rows as left-aligned columns under upper-case headers; empty for no rows.
+
+    Every cell goes through `escape_control`, so one row is always one line.
+    """
     if not rows:
         return ""
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    cells = [{c: escape_control(r.get(c, "")) for c in columns} for r in rows]
+    widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
     lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    lines += ["  ".join(r[c].ljust(widths[c]) for c in columns) for r in cells]
     return "\n".join(lines)
 
 

@@ -139,6 +139,8 @@ def _tiles(result: evaluate.EvaluationResult) -> None:
                 + stats.collapse_message(found, result.class_names, label),
                 icon=":material/warning:",
             )
+    if summary.get("divergence"):
+        st.warning(f"**Training diverged.** {summary['divergence']}", icon=":material/warning:")
     if result.note:
         st.info(result.note, icon=":material/info:")
 

@@ -408,6 +408,8 @@ def _notice(record: runs.RunRecord, progress: RunProgress) -> None:
             st.error(
                 f"**Collapsed to one class.** {summary['collapse']}", icon=":material/warning:"
             )
+        if summary.get("divergence"):
+            st.warning(f"**Training diverged.** {summary['divergence']}", icon=":material/warning:")
 
 
 def _finished_text(summary: dict, done: int, took: float | None) -> str:

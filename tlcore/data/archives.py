@@ -3,7 +3,9 @@
 `safe_extract_zip` refuses the *whole* archive if any member could escape the destination
 (``..``, absolute paths, drive letters, backslash tricks), is a link or device, is
 password-protected, or if the archive could exhaust the disk (too many members, too large a
-declared total, an extreme compression ratio). Declared sizes can lie, so the bytes actually
+declared total, an extreme compression ratio of one member or of the archive as a whole).
+The total cap is ``$TLS_MAX_EXTRACT_GB`` (default 8) and is also checked against the free
+disk space, all before the first byte is written. Declared sizes can lie, so the bytes actually
 decompressed are counted while streaming and extraction stops at the first byte over.
 
 Everything is extracted into a temporary folder beside the destination and renamed into
@@ -12,6 +14,7 @@ place only when complete, so a refused or failed extraction leaves nothing behin
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -19,10 +22,14 @@ import stat
 import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from tlcore.fileio import StorageError
+
 CHUNK_BYTES = 1024 * 1024
+MAX_EXTRACT_GB_ENV = "TLS_MAX_EXTRACT_GB"
+DEFAULT_MAX_EXTRACT_GB = 8.0
 JUNK_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 _DRIVE_LETTER = re.compile(r"^[A-Za-z]:")
 _ZIP_ENCRYPTED_FLAG = 0x1
@@ -42,22 +49,47 @@ class ArchiveError(ValueError):
         self.entry = entry
 
 
+def max_extract_bytes() -> int:
+    """The most an archive may expand to: ``$TLS_MAX_EXTRACT_GB`` GiB (default 8).
+
+    Raises:
+        ArchiveError: the variable is not a positive number; the message quotes it.
+    """
+    raw = os.environ.get(MAX_EXTRACT_GB_ENV, "").strip()
+    if not raw:
+        return int(DEFAULT_MAX_EXTRACT_GB * 1024**3)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ArchiveError(
+            f"{MAX_EXTRACT_GB_ENV} must be a positive number of gigabytes. "
+            f"Received: {MAX_EXTRACT_GB_ENV}={raw!r}"
+        )
+    return max(1, int(value * 1024**3))
+
+
 @dataclass(frozen=True)
 class ArchiveLimits:
     """What an archive may contain before it is refused as a likely zip bomb.
 
     Attributes:
         max_members: entries in the archive, directories included (default 100,000).
-        max_total_bytes: sum of the extracted files' sizes (default 8 GiB).
+        max_total_bytes: sum of the extracted files' sizes (default ``$TLS_MAX_EXTRACT_GB``
+            GiB, 8 when unset).
         max_member_bytes: size of any one extracted file (default 1 GiB).
-        max_ratio: uncompressed / compressed size of one member (default 200); deflate
-            reaches ~1000 only on degenerate data, while photos compress barely at all.
-        ratio_min_bytes: the ratio is only checked for members at least this large
-            (default 1 MiB), so a small blank image that compresses well is not refused.
+        max_ratio: uncompressed / compressed size of one member, and of all the members
+            together (default 200); deflate reaches ~1000 only on degenerate data, while
+            photos compress barely at all.
+        ratio_min_bytes: the ratio is only checked for members, and archives, at least this
+            large uncompressed (default 1 MiB), so a small blank image that compresses well
+            is not refused; a bomb split into many small members is caught by the
+            archive-wide ratio.
     """
 
     max_members: int = 100_000
-    max_total_bytes: int = 8 * 1024**3
+    max_total_bytes: int = field(default_factory=max_extract_bytes)
     max_member_bytes: int = 1024**3
     max_ratio: float = 200.0
     ratio_min_bytes: int = 1024**2
@@ -81,7 +113,7 @@ def safe_extract_zip(
     zip_path: str | os.PathLike,
     dest_dir: str | os.PathLike,
     *,
-    limits: ArchiveLimits = ArchiveLimits(),  # frozen, so one shared default is safe
+    limits: ArchiveLimits | None = None,
     progress: Progress | None = None,
 ) -> list[Path]:
     """Extracts a zip archive after checking every member, or refuses the whole archive.
@@ -93,7 +125,8 @@ def safe_extract_zip(
     Args:
         zip_path: the archive.
         dest_dir: the folder to create; it must not exist yet, or be empty.
-        limits: the size, count and ratio limits; default `ArchiveLimits()`.
+        limits: the size, count and ratio limits; default `ArchiveLimits()`, read at each
+            call (so ``$TLS_MAX_EXTRACT_GB`` applies without a restart).
         progress: called as ``progress(fraction, message)`` while extracting.
 
     Returns:
@@ -103,16 +136,19 @@ def safe_extract_zip(
         ArchiveError: the file is not a zip, is empty, is corrupt, or a member breaks a
             rule or limit; nothing is left on disk.
         FileExistsError: ``dest_dir`` exists and is not empty.
+        tlcore.fileio.StorageError: the disk filled up while extracting; nothing is left.
     """
     zip_path, dest_dir = Path(zip_path), Path(dest_dir)
+    limits = ArchiveLimits() if limits is None else limits
     _check_destination(dest_dir)
     with _open_zip(zip_path) as archive:
-        members = _check_members(archive, zip_path, limits)
+        members, folders = _check_members(archive, zip_path, limits)
         _check_disk_space(members, dest_dir.parent, zip_path)
         staging = Path(
             tempfile.mkdtemp(prefix=f".{dest_dir.name}.extracting-", dir=dest_dir.parent)
         )
         try:
+            _make_folders(folders, staging, zip_path)
             relative = _extract_members(archive, members, staging, limits, zip_path, progress)
             _move_into_place(staging, dest_dir)
         except BaseException:
@@ -146,12 +182,27 @@ def _open_zip(zip_path: Path) -> zipfile.ZipFile:
         ) from exc
     except OSError as exc:
         raise ArchiveError(f"Could not read {zip_path}: {exc.strerror or exc}.") from exc
+    except UnicodeDecodeError as exc:
+        # The entry says its name is UTF-8 (flag 0x800) and it is not: zipfile gives up on
+        # the whole archive with a bare codec error. Name the entry, its bad bytes escaped.
+        raw = exc.object if isinstance(exc.object, bytes) else b""
+        shown = raw.decode("utf-8", "backslashreplace")
+        raise ArchiveError(
+            f"{zip_path.name} was refused: the entry '{shown}' has a name marked as UTF-8 "
+            "that is not valid UTF-8 (a damaged archive, or one written by a faulty tool). "
+            "Rename the file and zip the folder again. Nothing was extracted.",
+            entry=shown,
+        ) from exc
 
 
 def _check_members(
     archive: zipfile.ZipFile, zip_path: Path, limits: ArchiveLimits
-) -> list[_Member]:
-    """Checks every entry from the central directory, before anything is written."""
+) -> tuple[list[_Member], list[tuple[str, ...]]]:
+    """Checks every entry from the central directory, before anything is written.
+
+    Returns the files to extract and the folder entries' paths: a folder stored empty (an
+    empty class) is created too, so a zip reads exactly like the folder it was made from.
+    """
     infos = archive.infolist()
     if len(infos) > limits.max_members:
         raise ArchiveError(
@@ -159,12 +210,16 @@ def _check_members(
             f"{limits.max_members:,}. Split it into smaller archives."
         )
     members: list[_Member] = []
+    folders: list[tuple[str, ...]] = []
     seen: set[tuple[str, ...]] = set()
-    declared_total = 0
+    declared_total = compressed_total = 0
     for info in infos:
         parts = _safe_parts(info.filename, zip_path)
         _check_entry_type(info, zip_path)
-        if info.is_dir() or not parts or is_junk_path(parts):
+        if not parts or is_junk_path(parts):
+            continue
+        if info.is_dir():
+            folders.append(parts)
             continue
         if parts in seen:
             raise ArchiveError(
@@ -175,19 +230,29 @@ def _check_members(
         seen.add(parts)
         _check_member_size(info, zip_path, limits)
         declared_total += info.file_size
+        compressed_total += info.compress_size
         members.append(_Member(info, parts))
     if declared_total > limits.max_total_bytes:
         raise ArchiveError(
             f"{zip_path.name} would expand to {_fmt_bytes(declared_total)}, more than the "
-            f"limit of {_fmt_bytes(limits.max_total_bytes)}. Import a smaller archive, "
-            "or extract it yourself and import the folder."
+            f"limit of {_fmt_bytes(limits.max_total_bytes)} ({MAX_EXTRACT_GB_ENV}). Import a "
+            "smaller archive, or extract it yourself and import the folder."
+        )
+    ratio = declared_total / max(compressed_total, 1)
+    if declared_total >= limits.ratio_min_bytes and ratio > limits.max_ratio:
+        raise ArchiveError(
+            f"{zip_path.name} was refused: its {len(members):,} files would expand "
+            f"{ratio:,.0f} times ({_fmt_bytes(compressed_total)} to "
+            f"{_fmt_bytes(declared_total)}), more than the limit of {limits.max_ratio:,.0f}; "
+            "this is how zip bombs look. Nothing was extracted. If the archive is genuine, "
+            "extract it yourself and import the folder."
         )
     if not members:
         raise ArchiveError(
             f"The zip {zip_path.name} is empty: it contains no files"
             + (" apart from hidden or system files." if infos else ".")
         )
-    return members
+    return members, folders
 
 
 def _safe_parts(name: str, zip_path: Path) -> tuple[str, ...]:
@@ -265,6 +330,21 @@ def _check_disk_space(members: list[_Member], folder: Path, zip_path: Path) -> N
         )
 
 
+def _make_folders(folders: list[tuple[str, ...]], staging: Path, zip_path: Path) -> None:
+    for parts in folders:
+        target = staging.joinpath(*parts)
+        name = "/".join(parts) + "/"
+        _ensure_inside(target, staging, name, zip_path)
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArchiveError(
+                f"{zip_path.name} was refused: the folder entry {name!r} could not be "
+                f"created ({exc.strerror or exc}).",
+                entry=name,
+            ) from exc
+
+
 def _extract_members(
     archive: zipfile.ZipFile,
     members: list[_Member],
@@ -325,6 +405,15 @@ def _stream_member(
             f"{zip_path.name} was refused: the entry {info.filename!r} clashes with another "
             "entry of the same name (a file and a folder, or names differing only by case).",
             entry=info.filename,
+        ) from exc
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StorageError(
+            exc.errno,
+            f"The disk is full: extracting {zip_path.name} stopped at the entry "
+            f"{info.filename!r} and was undone (nothing was kept). Free some space and "
+            "import again.",
         ) from exc
 
 

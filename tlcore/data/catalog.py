@@ -4,6 +4,7 @@ deleting datasets in a workspace.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import importlib
 import json
@@ -14,15 +15,16 @@ import shutil
 import sqlite3
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tlcore.data import images
-from tlcore.fileio import read_json
+from tlcore.fileio import atomic_write_json, read_json
 from tlcore.store.access import LOCAL, Actor, audited
-from tlcore.store.workspace import Workspace
+from tlcore.store.workspace import Workspace, is_dataset_id
 
 MANIFEST_FILE = "dataset.json"
 ITEMS_FILE = "items.jsonl"
@@ -52,6 +54,7 @@ MAX_SLUG_CHARS = 40
 MAX_NAME_CHARS = 100
 MAX_FILE_NAME_CHARS = 120
 STAGING_PREFIX = ".import-"
+NAMING_LOCK_FILE = ".datasets.lock"  # in the workspace folder; see `_publish_folder`
 STALE_STAGING_SECONDS = 24 * 3600
 PROGRESS_STEPS = 200  # progress callbacks per stage, at most
 _UNSAFE_NAME_CHARS = re.compile(r'[<>:"/\\|?*\x00-\x1f]')  # not allowed in Windows file names
@@ -441,7 +444,7 @@ def _broken(folder: Path, problem: str, manifest: dict | None = None) -> Dataset
 
 def _resolve(ws: Workspace, name_or_id: str) -> DatasetSummary:
     key = str(name_or_id).strip()
-    if _DATASET_ID.fullmatch(key) and ws.dataset_dir(key).is_dir():
+    if is_dataset_id(key) and ws.dataset_dir(key).is_dir():
         return _read_summary(ws.dataset_dir(key))
     summaries = list_datasets(ws)
     for matches in (
@@ -486,6 +489,55 @@ def _unique_name(ws: Workspace, name: str) -> str:
         n += 1
         candidate = f"{name} ({n})"
     return candidate
+
+
+@contextmanager
+def _naming_lock(ws: Workspace) -> Iterator[None]:
+    """Held while a new dataset takes its name and its folder appears (every process)."""
+    with open(ws.root / NAMING_LOCK_FILE, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _publish_folder(
+    ws: Workspace, building: Path, manifest: dict[str, Any], report: DatasetReport
+) -> Dataset:
+    """Gives a fully written dataset folder its name and renames it into place.
+
+    ``building`` holds everything but ``report.json`` and ``dataset.json``, which are
+    written here. The name is chosen here, under `_naming_lock`, and not when the import
+    began: two imports that both found a name free, then spent seconds copying images,
+    would otherwise both take it and leave two datasets answering to one name. Under the
+    lock: the same images imported meanwhile by someone else are that dataset
+    (``already_existed``); a name taken meanwhile becomes the first free "name (2)",
+    "name (3)", … (the id follows the name, and the report says so).
+
+    Args:
+        manifest: the dataset's manifest, named as the person asked.
+        report: its report; a renaming adds a warning to it.
+    """
+    with _naming_lock(ws):
+        existing = _find_by_content_hash(ws, manifest["content_hash"])
+        if existing is not None:
+            return existing
+        asked = manifest["name"]
+        name = _unique_name(ws, asked)
+        if name != asked:
+            report.warnings.append(
+                f"A dataset named {asked!r} already exists with different images; "
+                f"this one is named {name!r}."
+            )
+            dataset_id = f"{_slugify(name)}-{manifest['content_hash'][:ID_HASH_CHARS]}"
+            manifest = manifest | {"name": name, "id": dataset_id}
+        atomic_write_json(building / REPORT_FILE, report.to_dict())
+        atomic_write_json(building / MANIFEST_FILE, manifest)
+        final = ws.dataset_dir(manifest["id"])
+        os.rename(building, final)
+    _update_index("record_dataset", ws, manifest)
+    return Dataset(final, manifest)
 
 
 def _slugify(name: str) -> str:

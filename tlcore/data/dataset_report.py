@@ -19,6 +19,11 @@ from tlcore.data.catalog import (
 )
 from tlcore.data.scan import _Kept
 
+PLACEHOLDER_SIDE = 64  # a GIF or palette image no larger than this is likely an icon
+MAX_ASPECT_RATIO = 4.0  # longer side / shorter side beyond this: a banner, not a photo
+LISTED_ODD_FILES = 5  # files named in one warning; the rest are counted
+_PALETTE_MODES = frozenset({"P", "PA", "1"})
+
 # ----------------------------------------------------------------------------------------
 # Internals: the report and the manifest
 
@@ -48,8 +53,46 @@ def _build_report(
         leakage=leakage,
         imbalance=imbalance,
     )
-    report.warnings = _warnings(report, counts) + warnings
+    report.warnings = _warnings(report, counts) + _odd_image_warnings(kept) + warnings
     return report
+
+
+def _odd_image_warnings(kept: list[_Kept]) -> list[str]:
+    """Names the images that look like placeholders or banners rather than photos.
+
+    Read from each image's header (size, mode, format), so it costs nothing extra. They
+    are imported; the warning lets the user look at them.
+    """
+    placeholders, stretched = [], []
+    for k in kept:
+        info = k.info
+        if max(info.width, info.height) <= PLACEHOLDER_SIDE and (
+            info.format == "GIF" or info.mode in _PALETTE_MODES
+        ):
+            placeholders.append(k.candidate.rel_path)
+        if max(info.width, info.height) > MAX_ASPECT_RATIO * max(min(info.width, info.height), 1):
+            stretched.append(k.candidate.rel_path)
+    notes = []
+    if placeholders:
+        notes.append(
+            f"{len(placeholders)} image(s) are tiny GIF or palette images (at most "
+            f"{PLACEHOLDER_SIDE} px), often an 'image not found' placeholder or an icon "
+            f"rather than a photo: {_name_files(placeholders)}. Check them and remove any "
+            "that are not real examples."
+        )
+    if stretched:
+        notes.append(
+            f"{len(stretched)} image(s) are more than {MAX_ASPECT_RATIO:g} times longer than "
+            f"wide (or wider than long): {_name_files(stretched)}. They will be squeezed "
+            "to a square for the model; crop them or remove them if they are banners."
+        )
+    return notes
+
+
+def _name_files(paths: list[str]) -> str:
+    named = ", ".join(paths[:LISTED_ODD_FILES])
+    more = len(paths) - LISTED_ODD_FILES
+    return named + (f" and {more} more" if more > 0 else "")
 
 
 def _split_counts(classes: list[str], kept: list[_Kept]) -> dict[str, dict[str, int]]:

@@ -7,6 +7,7 @@ built-in datasets) imports through them too.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -54,7 +55,7 @@ from tlcore.data.checks import (
 )
 from tlcore.data.dataset_report import _build_manifest, _build_report
 from tlcore.data.scan import _Candidate, _check_class_name, _Kept, _Scan, _scan_folder
-from tlcore.fileio import atomic_write_bytes, atomic_write_json, read_json
+from tlcore.fileio import StorageError, atomic_write_bytes, atomic_write_json, read_json
 from tlcore.store import quotas
 from tlcore.store.server_paths import ServerPathError, ServerRoots
 from tlcore.store.workspace import Workspace
@@ -99,6 +100,8 @@ def import_folder(
         DatasetError: the folder is outside ``roots``, missing, has no class folders, fewer
             than two classes, a class with no or too few images, or a class with no
             training images; or its files exceed the total cap of ``roots``.
+        tlcore.fileio.StorageError: the disk filled up while copying; the partial import
+            is removed and nothing else is touched.
     """
     if roots is not None:
         try:
@@ -329,7 +332,10 @@ def _store_images(
         else:
             folder = Path(IMAGES_DIR, k.split, folders[k.candidate.class_name])
             file_name = _unique_file_name(k.candidate.rel_path, used_names[folder])
-            _transfer(k.candidate, building / folder / file_name, move=source.owns_files)
+            try:
+                _transfer(k.candidate, building / folder / file_name, move=source.owns_files)
+            except OSError as exc:
+                raise _storage_error(exc, k.candidate.rel_path, source) from exc
             stored = (folder / file_name).as_posix()
         records.append(_item_record(k, stored))
         if progress is not None and (index % every == 0 or index + 1 == len(kept)):
@@ -384,6 +390,20 @@ def _unique_file_name(rel_path: str, used: set[str]) -> str:
 def _safe_file_name(name: str) -> str:
     cleaned = _UNSAFE_NAME_CHARS.sub("_", unicodedata.normalize("NFC", name)).strip().rstrip(".")
     return cleaned.lstrip(".")
+
+
+def _storage_error(exc: OSError, rel_path: str, source: _Source) -> OSError:
+    """A failed copy as the user can act on it: a full disk says so; other errors pass."""
+    if isinstance(exc, StorageError) or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return exc
+    err = StorageError(
+        exc.errno,
+        f"The disk is full: the import of {source.label} stopped while storing {rel_path} "
+        "and was undone (nothing was saved; other datasets are untouched). Free some space "
+        "and import again.",
+    )
+    err.filename = rel_path
+    return err
 
 
 def _transfer(candidate: _Candidate, target: Path, *, move: bool) -> None:

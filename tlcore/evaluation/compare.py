@@ -142,7 +142,7 @@ def comparable_runs(ws: Workspace, run_id: str) -> list[runs.RunRecord]:
     classes = set(run_classes(ws, record))
     out = []
     for other in runs.list_runs(ws):
-        if other.id == run_id or other.state != runs.FINISHED:
+        if other.id == run_id or other.state != runs.FINISHED or other.problem:
             continue
         try:
             if set(run_classes(ws, other)) == classes:

@@ -50,7 +50,6 @@ from tlcore.evaluation.stored import (  # noqa: F401 - the stored results, also 
     VALIDATION_DIR,
     EvaluationError,
     EvaluationResult,
-    _model_stamp,
     _result_from_manifest,
     _store,
     evaluation_folder,
@@ -175,7 +174,7 @@ def evaluate_run(
     plan, note = _plan_splits(ws, record, target, own)
     report = _Reporter(progress, sum(len(items) for _, items in plan), batch_size)
     report.say("Loading the model", 0.0)
-    model = _load_model(record)
+    model, model_sha256 = _load_model(record)
     image_size = int(model.input_shape[1])
     if int(model.output_shape[-1]) != len(classes):
         raise EvaluationError(
@@ -205,7 +204,7 @@ def evaluate_run(
         "class_mapping": {str(k): v for k, v in mapping.items()},
         "created_at": runs.now_iso(),
         "seconds": round(time.perf_counter() - started, 2),
-        "model_stamp": _model_stamp(record.dir / runs.MODEL_FILE),
+        "model_stamp": {"sha256": model_sha256},  # of the bytes evaluated
         "summary": evaluated[primary_split][0].summary(),
         "validation_summary": (
             evaluated["val"][0].summary() if "val" in evaluated and primary_split != "val" else None
@@ -320,12 +319,13 @@ class _Reporter:
 
 
 def _load_model(record: runs.RunRecord):
-    """The run's model, after checking its file against the hash training recorded."""
+    """``(model, sha256)``: the run's model, after checking its file against the hash
+    training recorded, and the hash of the bytes it was loaded from."""
     from tlcore.model import model_store
 
     try:
         data = model_store.verified_model_bytes(record.dir, record.id)
-        return model_store.load_model_bytes(data)
+        return model_store.load_model_bytes(data), model_store.sha256_bytes(data)
     except model_store.ModelLoadError as exc:  # missing, changed after training, no hash
         raise EvaluationError(str(exc)) from None
     except Exception as exc:  # Keras raises many types for a file it cannot rebuild

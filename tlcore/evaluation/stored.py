@@ -27,7 +27,7 @@ from tlcore.evaluation.report import (
 from tlcore.fileio import atomic_write_bytes, atomic_write_json, read_json
 from tlcore.store import run_layout, runs
 from tlcore.store.run_layout import EVALUATION_DIR
-from tlcore.store.workspace import Workspace
+from tlcore.store.workspace import Workspace, is_dataset_id
 
 MANIFEST_FILE = "evaluation.json"
 
@@ -63,7 +63,8 @@ class EvaluationResult:
         created_at: when it was computed (ISO, UTC).
         seconds: how long predicting and measuring took.
         class_names: the model's classes, in its output order.
-        model_stamp: size and modification time of the model file evaluated.
+        model_stamp: ``{"sha256": ...}``, the hash of the model bytes evaluated; the
+            result is served only while the run's model file still has it.
     """
 
     run_id: str
@@ -187,6 +188,13 @@ def read_predictions(folder: str | os.PathLike) -> tuple[list[str], np.ndarray, 
 
 
 def evaluation_folder(ws: Workspace, run_id: str, dataset_id: str) -> Path:
+    """``<run>/evaluation/<dataset_id>``.
+
+    Raises:
+        EvaluationError: ``dataset_id`` is not a dataset id (a path, ``..``).
+    """
+    if not is_dataset_id(dataset_id):
+        raise EvaluationError(f"There is no dataset with id {str(dataset_id)[:80]!r}.")
     return ws.run_dir(run_id) / EVALUATION_DIR / dataset_id
 
 
@@ -203,7 +211,12 @@ def list_evaluations(ws: Workspace, run_id: str) -> list[dict]:
             manifest = read_json(folder / MANIFEST_FILE)
         except (OSError, ValueError):
             continue
-        if isinstance(manifest, dict) and manifest.get("format_version") == FORMAT_VERSION:
+        if (
+            isinstance(manifest, dict)
+            and manifest.get("format_version") == FORMAT_VERSION
+            and manifest.get("dataset_id") == folder.name
+            and is_dataset_id(folder.name)
+        ):
             manifests.append(manifest)
     manifests.sort(key=lambda m: m.get("created_at", ""), reverse=True)
     manifests.sort(key=lambda m: not m.get("own_dataset"))
@@ -241,7 +254,30 @@ def load_evaluation(
         raise EvaluationError(
             f"The stored evaluation in {folder} cannot be read ({exc}). Evaluate the run again."
         ) from None
-    return _result_from_manifest(folder, manifest)
+    result = _result_from_manifest(folder, manifest)
+    _check_model(record, result)
+    return result
+
+
+def _check_model(record: runs.RunRecord, result: EvaluationResult) -> None:
+    """Serves ``result`` only while the run's model file is, by its own hash, the one
+    evaluated: a file changed since is refused as predicting refuses it.
+
+    Raises:
+        EvaluationError: the model file is missing, changed after training, or newer than
+            the evaluation.
+    """
+    from tlcore.model import model_store
+
+    try:
+        digest = model_store.verified_model_hash(record.dir, record.id)
+    except model_store.ModelLoadError as exc:
+        raise EvaluationError(str(exc)) from None
+    if result.model_stamp.get("sha256") != digest:  # or none: stored before model.json
+        raise EvaluationError(
+            f"The stored evaluation of run {record.id} is of an earlier model than its "
+            "present one. Evaluate the run again."
+        )
 
 
 def _result_from_manifest(folder: Path, manifest: dict) -> EvaluationResult:
@@ -278,21 +314,10 @@ def _result_from_manifest(folder: Path, manifest: dict) -> EvaluationResult:
         ) from None
 
 
-def _model_stamp(path: Path) -> dict:
-    """What identifies the model file evaluated: the hash training recorded, else size+time."""
-    from tlcore.model import model_store
-
-    sha256 = model_store.recorded_hash(path.parent)
-    if sha256:
-        return {"sha256": sha256}
-    try:
-        st = path.stat()
-    except OSError:
-        return {}
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
 def is_current(ws: Workspace, result: EvaluationResult) -> bool:
     """Whether ``result`` evaluated the run's present model file (not an older one)."""
-    now = _model_stamp(ws.run_dir(result.run_id) / runs.MODEL_FILE)
-    return bool(now) and (not result.model_stamp or result.model_stamp == now)
+    try:
+        _check_model(runs.read_run(ws, result.run_id), result)
+    except EvaluationError:
+        return False
+    return True

@@ -233,6 +233,12 @@ def verified_model_bytes(run_dir: str | os.PathLike, run_id: str | None = None) 
         raise ModelLoadError(
             f"The model file of run {run_id} cannot be read ({exc.strerror or exc})."
         ) from exc
+    _check_digest(path, sha256_bytes(data), run_id)
+    return data
+
+
+def _check_digest(path: Path, digest: str, run_id: str) -> None:
+    """Raises `ModelIntegrityError` unless ``digest`` (of ``path``) is the one recorded."""
     record = read_record(path)
     if record is None:
         raise ModelIntegrityError(
@@ -240,12 +246,45 @@ def verified_model_bytes(run_dir: str | os.PathLike, run_id: str | None = None) 
             "missing or unreadable), so it cannot be shown to be the model training saved; "
             "it will not be loaded. Retrain the run."
         )
-    if not record.matches(sha256_bytes(data)):
+    if not record.matches(digest):
         raise ModelIntegrityError(
             f"The model file of run {run_id} was changed after training (hash mismatch); "
             "it will not be loaded. Retrain or restore it."
         )
-    return data
+
+
+_hash_cache: dict[tuple, str] = {}  # (path, inode, mtime_ns, size) -> sha256
+
+
+def verified_model_hash(run_dir: str | os.PathLike, run_id: str | None = None) -> str:
+    """The SHA-256 of a run's ``model.keras`` as it is now, checked against ``model.json``.
+
+    For serving what was computed from the model (stored evaluations) without loading it.
+    The file is hashed again whenever its inode, size or modification time changes.
+
+    Raises:
+        ModelLoadError: the run has no model file.
+        ModelIntegrityError: no hash was recorded, or the file does not match it.
+    """
+    run_dir = Path(run_dir)
+    run_id = run_id or run_dir.name
+    path = run_dir / runs.MODEL_FILE
+    try:
+        st = path.stat()
+        key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+        digest = _hash_cache.get(key) or sha256_file(path)
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"Run {run_id} has no saved model ({runs.MODEL_FILE} is missing from {run_dir}). "
+            "Train the run again."
+        ) from None
+    except OSError as exc:
+        raise ModelLoadError(
+            f"The model file of run {run_id} cannot be read ({exc.strerror or exc})."
+        ) from exc
+    _hash_cache[key] = digest
+    _check_digest(path, digest, run_id)
+    return digest
 
 
 def recorded_hash(run_dir: str | os.PathLike) -> str | None:

@@ -40,6 +40,7 @@ KERAS_HOME_ENV = "KERAS_HOME"
 DOWNLOAD_TIMEOUT_S = 60.0  # per blocking socket operation, not for the whole download
 WEIGHTS_SUFFIXES = (".weights.h5", ".h5", ".hdf5")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_OPTIMIZER_GROUP = "optimizer"  # where Keras stores optimizer state in a weights file
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -274,7 +275,9 @@ def _file_arrays(path: Path) -> list[tuple[str, tuple[int, ...]]]:
 
     Handles the native format (``*.weights.h5``: ``layers/.../vars/N``) and the legacy
     one (``layer_names`` / ``weight_names`` attributes, optionally under
-    ``model_weights``). Optimizer state is ignored.
+    ``model_weights``). Optimizer state is ignored wherever it sits: at the top
+    (``optimizer/vars/N``) or under a compiled sub-model (a feature-extraction run's
+    head is fitted on its own, so its ``.keras`` holds ``layers/<head>/optimizer/...``).
     """
     arrays: list[tuple[str, tuple[int, ...]]] = []
     with h5py.File(path, "r") as f:
@@ -291,7 +294,7 @@ def _file_arrays(path: Path) -> list[tuple[str, tuple[int, ...]]]:
         else:
 
             def visit(name, obj):
-                if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer"):
+                if isinstance(obj, h5py.Dataset) and _OPTIMIZER_GROUP not in name.split("/"):
                     arrays.append((name, tuple(obj.shape)))
 
             root.visititems(visit)

@@ -53,8 +53,20 @@ def run_files_stamp(ws: Workspace, run_id: str) -> str:
     return f"{_file_stamp(folder / STATUS_FILE)}:{_file_stamp(folder / CONFIG_FILE)}"
 
 
-def record_run(ws: Workspace, run_id: str, status: dict, config: dict | None) -> None:
-    """Stores what was just written to a run's ``status.json``."""
+def record_run(
+    ws: Workspace, run_id: str, status: dict, config: dict | None, *, stamp: str | None = None
+) -> None:
+    """Stores a run's ``status.json`` as read or written, with its `run_files_stamp`.
+
+    Args:
+        stamp: the stamp taken *before* the files were read (a reader: the listing, a
+            rebuild). Default None: taken now, right for a writer that has just written
+            them under the scheduler lock. A reader must not take it after reading: a
+            status written in between would get the stamp of the newer file with the
+            older contents, and listings would trust that stale row until the run changed
+            again (a finished run shown, and scheduled, as running).
+    """
+    stamp = run_files_stamp(ws, run_id) if stamp is None else stamp
     with closing(_connect(ws)) as conn, conn:
         conn.execute(
             "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?)",
@@ -63,7 +75,7 @@ def record_run(ws: Workspace, run_id: str, status: dict, config: dict | None) ->
                 status["state"],
                 json.dumps(status),
                 json.dumps(config) if config is not None else None,
-                run_files_stamp(ws, run_id),
+                stamp,
             ),
         )
 
@@ -100,16 +112,16 @@ def rebuild(
     """Recreates the index from what the folders hold. Returns (runs, datasets).
 
     Args:
-        run_rows: ``(run id, status, config or None)`` per readable run
-            (`tlcore.store.runs.index_rows`).
+        run_rows: ``(run id, status, config or None, stamp)`` per readable run, the
+            stamp taken before the folder was read (`tlcore.store.runs.index_rows`).
         dataset_manifests: every valid ``dataset.json`` (`tlcore.data.datasets.manifests`).
     """
     with closing(_connect(ws)) as conn, conn:
         conn.execute("DELETE FROM runs")
         conn.execute("DELETE FROM datasets")
     run_count = 0
-    for run_id, status, config in run_rows:
-        record_run(ws, run_id, status, config)
+    for run_id, status, config, stamp in run_rows:
+        record_run(ws, run_id, status, config, stamp=stamp)
         run_count += 1
     dataset_count = 0
     for manifest in dataset_manifests:

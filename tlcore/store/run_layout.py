@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tlcore.fileio import read_json
+from tlcore.store.workspace import is_dataset_id
 
 CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
@@ -107,9 +108,13 @@ def read_classes(run_dir: str | os.PathLike) -> dict:
 
 
 def trained_dataset_id(run_dir: str | os.PathLike) -> str | None:
-    """The id of the dataset the run trained on (from ``classes.json``), or None."""
+    """The id of the dataset the run trained on (from ``classes.json``), or None.
+
+    None too when the file names no valid id (`is_dataset_id`): a path there, absolute
+    or with ``..``, would lead readers out of the workspace.
+    """
     try:
         value = read_classes(run_dir).get("dataset_id")
     except ClassListError:
         return None
-    return value if isinstance(value, str) else None
+    return value if is_dataset_id(value) else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from tlcore.store.run_layout import (  # noqa: F401 - the run folder's names, us
     PROGRESS_FILE,
     STATUS_FILE,
 )
-from tlcore.store.workspace import Workspace
+from tlcore.store.workspace import Workspace, is_run_id
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED, INTERRUPTED = (
     "queued",
@@ -91,7 +92,55 @@ class RunStatus:
             state = data.get("state") if isinstance(data, dict) else None
             raise ValueError(f"status.json has no valid state. Received: state={state!r}")
         known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        for name, kinds in _STATUS_TYPES.items():
+            if name not in values:
+                continue  # a required one missing: the constructor says so
+            value = values[name]
+            if not (value is None and name in _STATUS_OPTIONAL) and (
+                not isinstance(value, kinds) or isinstance(value, bool)
+            ):
+                raise ValueError(
+                    f"status.json has a {name} of the wrong type. Received: {name}={value!r}"
+                )
+        for key, value in values.get("summary", {}).items():
+            if key in _SUMMARY_NUMBERS and value is not None and not _is_number(value):
+                raise ValueError(
+                    f"status.json's summary has a {key} that is not a number. "
+                    f"Received: {key}={value!r}"
+                )
+        return cls(**values)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# What each field of ``status.json`` must hold (checked on every read: the file is data).
+_STATUS_TYPES = {
+    "created_at": str,
+    "updated_at": str,
+    "started_at": str,
+    "finished_at": str,
+    "error": str,
+    "pid": int,
+    "pid_started": int | float,
+    "resumes": int,
+    "summary": dict,
+    "owner": str,
+}
+_STATUS_OPTIONAL = {"started_at", "finished_at", "error", "pid", "pid_started", "owner"}
+# Summary entries that listings format as numbers.
+_SUMMARY_NUMBERS = {
+    "val_accuracy",
+    "test_accuracy",
+    "best_val_accuracy",
+    "kept_epoch",
+    "epochs_completed",
+    "train_seconds",
+    "trainable_params",
+    "total_params",
+}
 
 
 @dataclass(frozen=True)
@@ -148,7 +197,17 @@ def create_run(ws: Workspace, config: RunConfig, *, owner: str | None = None) ->
 
 def _write_status(ws: Workspace, run_id: str, status: RunStatus, config: RunConfig | None) -> None:
     atomic_write_json(ws.run_dir(run_id) / STATUS_FILE, asdict(status))
-    index.record_run(ws, run_id, asdict(status), config.to_dict() if config else None)
+    _index_quietly(ws, run_id, asdict(status), config.to_dict() if config else None)
+
+
+def _index_quietly(ws: Workspace, run_id: str, status: dict, config, **stamp) -> None:
+    """Records a run in the index, which is only a cache: a full disk or a locked database
+    must not fail a status change already written, nor a listing (the stamp no longer
+    matching, the folder is read next time)."""
+    try:
+        index.record_run(ws, run_id, status, config, **stamp)
+    except (OSError, sqlite3.Error):
+        pass
 
 
 def read_run(ws: Workspace, run_id: str) -> RunRecord:
@@ -157,10 +216,10 @@ def read_run(ws: Workspace, run_id: str) -> RunRecord:
     Raises:
         RunNotFoundError: there is no folder for ``run_id``.
     """
-    run_dir = ws.run_dir(run_id)
-    if not run_id or "/" in run_id or not run_dir.is_dir():
+    run_dir = ws.run_dir(run_id) if is_run_id(run_id) else None
+    if run_dir is None or not run_dir.is_dir():
         raise RunNotFoundError(
-            f"No run with id {run_id!r} in {ws.runs_dir}. "
+            f"No run with id {_shown(run_id)} in {ws.runs_dir}. "
             "`python -m tlcore runs list` shows the runs."
         )
     problems = []
@@ -178,6 +237,12 @@ def read_run(ws: Workspace, run_id: str) -> RunRecord:
     except (OSError, ValueError, TypeError) as exc:
         problems.append(f"status.json is unreadable: {exc}")
     return RunRecord(run_id, run_dir, config, status, "; ".join(problems) or None)
+
+
+def _shown(run_id: object, limit: int = 80) -> str:
+    """An id as quoted in a message, cut short when it is longer than any id can be."""
+    text = repr(run_id)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def set_state(ws: Workspace, run_id: str, state: str, **changes) -> RunStatus:
@@ -223,11 +288,15 @@ def list_runs(ws: Workspace) -> list[RunRecord]:
     Rows of the index are used where the run's ``status.json`` has not changed since it
     was indexed; other folders are read and re-indexed.
     """
-    cached = index.cached_runs(ws)
+    try:
+        cached = index.cached_runs(ws)
+    except (OSError, sqlite3.Error):  # no room for the index, or it is damaged: read folders
+        cached = {}
     records = []
     for run_id in list_run_ids(ws):
         hit = cached.get(run_id)
-        if hit is not None and hit[2] == index.run_files_stamp(ws, run_id) and hit[1] is not None:
+        stamp = index.run_files_stamp(ws, run_id)  # before reading: see `index.record_run`
+        if hit is not None and hit[2] == stamp and hit[1] is not None:
             status, config, _ = hit
             records.append(
                 RunRecord(
@@ -240,7 +309,7 @@ def list_runs(ws: Workspace) -> list[RunRecord]:
             continue
         record = read_run(ws, run_id)
         if record.status is not None and record.config is not None:
-            index.record_run(ws, run_id, asdict(record.status), record.config.to_dict())
+            _index_quietly(ws, run_id, asdict(record.status), record.config.to_dict(), stamp=stamp)
         records.append(record)
     return records
 
@@ -284,14 +353,17 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 def index_rows(ws: Workspace):
-    """``(run id, status, config or None)`` of every readable run, for `index.rebuild`."""
+    """``(run id, status, config or None, stamp)`` of every readable run, for
+    `index.rebuild`; the stamp is taken before the folder is read (see `index.record_run`)."""
     for run_id in list_run_ids(ws):
+        stamp = index.run_files_stamp(ws, run_id)
         record = read_run(ws, run_id)
         if record.status is not None:
             yield (
                 run_id,
                 dict(record.status.__dict__),
                 record.config.to_dict() if record.config else None,
+                stamp,
             )
 
 
@@ -315,7 +387,7 @@ def run_row(record: RunRecord) -> dict:
     return {
         "id": record.id,
         "name": cfg.name if cfg else "",
-        "state": record.state,
+        "state": UNREADABLE if record.problem else record.state,
         "dataset": cfg.dataset if cfg else "",
         "backbone": cfg.backbone if cfg else "",
         "strategy": cfg.strategy if cfg else "",

@@ -16,6 +16,7 @@ Layout::
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +26,36 @@ from tlcore.fileio import StorageError
 
 WORKSPACE_ENV = "TLS_WORKSPACE"
 DEFAULT_WORKSPACE = "workspace"
+MAX_ID_CHARS = 255  # a run's or dataset's id is a folder name: NAME_MAX on common systems
+DATASET_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]*")  # what imports make (tlcore.data.catalog)
+
+
+def is_dataset_id(value: object) -> bool:
+    """Whether ``value`` can be a dataset's id: lowercase letters, digits and dashes.
+
+    The one check for ids typed by a user and ids read from files (a run's
+    ``classes.json``, a stored evaluation's manifest): never a path, never ``..``.
+    """
+    return (
+        isinstance(value, str)
+        and len(value) <= MAX_ID_CHARS
+        and DATASET_ID_PATTERN.fullmatch(value) is not None
+    )
+
+
+def is_run_id(value: object) -> bool:
+    """Whether ``value`` can name a run folder: one file name (no separator, not ``.`` or
+    ``..``, no hidden ``.`` prefix, no NUL) of at most `MAX_ID_CHARS` bytes.
+
+    Run ids are made by `tlcore.store.runs.new_run_id`; this only rules out what can
+    never be one, so that a lookup answers "no such run" rather than failing on the path.
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value.encode("utf-8", "surrogateescape")) <= MAX_ID_CHARS
+        and not value.startswith(".")
+        and not any(c in value for c in "/\\\0")
+    )
 
 
 @dataclass(frozen=True)

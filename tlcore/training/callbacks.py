@@ -199,7 +199,11 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         return self._model_to_save if self._model_to_save is not None else self.model
 
     def on_epoch_end(self, epoch, logs=None):
-        key = kept_model.rank(logs)
+        # An epoch whose training loss is NaN (the NaN stop ends it early) left NaN weights:
+        # a finite validation accuracy of such a model (one class for all) is no reason to keep it.
+        loss = (logs or {}).get("loss")
+        finite_loss = loss is None or not _is_number(loss) or math.isfinite(float(loss))
+        key = kept_model.rank(logs) if finite_loss else None
         improved = kept_model.is_better(key, self.best)
         due = time.monotonic() - self._last_write >= self.min_interval_s
         if improved:

@@ -29,6 +29,9 @@ from tlcore.model.strategies import STRATEGY_LABELS as STRATEGY_TABLE_LABELS
 METRIC_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # How many recent epochs of the current phase estimate the time of the epochs still to run.
 ETA_WINDOW_EPOCHS = 3
+DIVERGENCE_GROWTH = 10.0  # a last-epoch loss this many times the first epoch's ...
+DIVERGENCE_CHANCE_FACTOR = 10.0  # ... and this many times chance's loss, log(classes) ...
+DIVERGENCE_ABSOLUTE_LOSS = 1e3  # ... or at least this: the training diverged
 
 # What each freezing strategy is called, for headers and tables (the one table of them).
 STRATEGY_LABELS = STRATEGY_TABLE_LABELS
@@ -190,6 +193,48 @@ def _number(value) -> float | None:
 def _int(value) -> int | None:
     number = _number(value)
     return int(number) if number is not None and math.isfinite(number) else None
+
+
+def divergence_message(
+    history: list[dict], num_classes: int, learning_rate: float | None = None
+) -> str | None:
+    """What to tell the user when a run's training loss blew up without becoming NaN.
+
+    A run diverged when its last epoch's (finite) training loss is at least
+    ``DIVERGENCE_ABSOLUTE_LOSS``, or over ``DIVERGENCE_GROWTH`` times the first epoch's and
+    over ``DIVERGENCE_CHANCE_FACTOR`` times ``log(num_classes)`` (the loss of guessing).
+
+    Args:
+        history: one row per epoch with its ``loss`` (`tlcore.store.runs.epoch_history`).
+        num_classes: the number of classes.
+        learning_rate: the run's learning rate, to suggest a tenth of it; default None.
+
+    Returns:
+        A sentence (what happened, what to do), or None when the loss did not diverge.
+    """
+    losses = [
+        (row.get("epoch", i + 1), float(row["loss"]))
+        for i, row in enumerate(history)
+        if _finite(row.get("loss"))
+    ]
+    if not losses:
+        return None
+    (first_epoch, first), (last_epoch, last) = losses[0], losses[-1]
+    chance = math.log(max(num_classes, 2))
+    grew = last > DIVERGENCE_GROWTH * first and last > DIVERGENCE_CHANCE_FACTOR * chance
+    if not (last >= DIVERGENCE_ABSOLUTE_LOSS or grew):
+        return None
+    suggestion = (
+        f" (learning_rate={learning_rate / 10:g} instead of {learning_rate:g})"
+        if learning_rate
+        else ""
+    )
+    return (
+        f"The training loss grew from {first:.3g} (epoch {first_epoch}) to {last:.3g} "
+        f"(epoch {last_epoch}), far above the {chance:.2f} of guessing: the training "
+        "diverged, so the model is unlikely to be useful. Lower the learning rate, e.g. "
+        f"10×{suggestion}, and train again."
+    )
 
 
 def _capitalized(text: str) -> str:

@@ -43,6 +43,7 @@ from tlcore.training.phase_fit import (
     fit_head_on_cached_features,
     search_head_on_cached_features,
 )
+from tlcore.training.progress import divergence_message
 
 
 @dataclass
@@ -227,6 +228,7 @@ def _train_phases(
         val_samples=ctx.validation.get("val_samples", len(dataset.items("val"))),
     )
     summary |= ctx.validation
+    summary["divergence"] = divergence_message(history, ctx.num_classes, config.learning_rate)
     if ctx.multi_worker:
         summary["multi_worker"] = {
             "worker": placement.worker,

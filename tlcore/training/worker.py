@@ -12,6 +12,7 @@ imported until a run is handed to it (see `tlcore.store.jobs`' warm workers).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -44,12 +45,52 @@ def _failure_message(exc: BaseException) -> str:
     return text[:2000]
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from, is "no space left on device"."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(exc):  # h5py, TensorFlow: their own types
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _disk_full_message(exc: BaseException) -> str:
+    return (
+        f"The disk filled up: {str(exc).strip()[:500]} Free some space (Home's Storage "
+        "panel gives back caches and old checkpoints), then Resume: the run continues from "
+        "its last completed epoch."
+    )
+
+
+CLOSE_RETRY_DELAYS_S = (1.0, 3.0, 10.0)  # a status write that fails (disk full) is retried
+
+
 def _close(ws: Workspace, run_id: str, state: str, **changes) -> None:
-    with jobs.scheduler_lock(ws):
-        record = runs.read_run(ws, run_id)
-        if record.state == runs.RUNNING:
-            runs.set_state(ws, run_id, state, **changes)
-    runs.append_progress(ws.run_dir(run_id), "run_end", state=state, error=changes.get("error"))
+    """Writes the run's final state, retrying a write that fails (the disk is full).
+
+    If it still cannot be written, the process exits anyway and the run, ``running`` with
+    a dead worker, is marked ``interrupted`` (resumable) by `jobs.reconcile` once it can.
+    """
+    for delay in (*CLOSE_RETRY_DELAYS_S, None):
+        try:
+            with jobs.scheduler_lock(ws):
+                record = runs.read_run(ws, run_id)
+                if record.state == runs.RUNNING:
+                    runs.set_state(ws, run_id, state, **changes)
+            break
+        except OSError:
+            if delay is None:
+                traceback.print_exc()
+                return
+            time.sleep(delay)
+    try:
+        runs.append_progress(ws.run_dir(run_id), "run_end", state=state, error=changes.get("error"))
+    except OSError:
+        traceback.print_exc()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +162,10 @@ def _train(ws: Workspace, run_id: str) -> int:
         return 1
     except BaseException as exc:  # every failure must close the run
         traceback.print_exc()
-        _close(ws, run_id, runs.FAILED, error=_failure_message(exc))
+        if _disk_full(exc):  # nothing wrong with the run: it can go on once there is room
+            _close(ws, run_id, runs.INTERRUPTED, error=_disk_full_message(exc))
+        else:
+            _close(ws, run_id, runs.FAILED, error=_failure_message(exc))
         return 1
     finally:
         try:
