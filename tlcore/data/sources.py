@@ -26,10 +26,8 @@ from tlcore.data.catalog import (
     ID_HASH_CHARS,
     IMAGES_DIR,
     ITEMS_FILE,
-    MANIFEST_FILE,
     MAX_FILE_NAME_CHARS,
     PROGRESS_STEPS,
-    REPORT_FILE,
     STAGING_PREFIX,
     STALE_STAGING_SECONDS,
     Dataset,
@@ -39,11 +37,11 @@ from tlcore.data.catalog import (
     Progress,
     _find_by_content_hash,
     _find_by_source,
+    _publish_folder,
     _scaled,
     _slugify,
     _Source,
     _unique_name,
-    _update_index,
 )
 from tlcore.data.checks import (
     _assign_splits,
@@ -55,7 +53,7 @@ from tlcore.data.checks import (
 )
 from tlcore.data.dataset_report import _build_manifest, _build_report
 from tlcore.data.scan import _Candidate, _check_class_name, _Kept, _Scan, _scan_folder
-from tlcore.fileio import StorageError, atomic_write_bytes, atomic_write_json, read_json
+from tlcore.fileio import StorageError, atomic_write_bytes
 from tlcore.store import quotas
 from tlcore.store.server_paths import ServerPathError, ServerRoots
 from tlcore.store.workspace import Workspace
@@ -304,19 +302,12 @@ def _publish(
     records = _store_images(building, kept, source, progress)
     lines = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
     atomic_write_bytes(building / ITEMS_FILE, lines.encode("utf-8"))
-    atomic_write_json(building / REPORT_FILE, report.to_dict())
-    atomic_write_json(building / MANIFEST_FILE, manifest)
-    final = ws.dataset_dir(manifest["id"])
-    try:
-        os.rename(building, final)
-    except OSError:
-        if final.exists():  # the same content was imported meanwhile by someone else
-            return Dataset(final, read_json(final / MANIFEST_FILE), already_existed=True)
-        raise
-    _update_index("record_dataset", ws, manifest)
+    # The name is chosen as the folder goes into place, under a lock (`_publish_folder`):
+    # two imports of one name at once end as two names, never two datasets answering to one.
+    dataset = _publish_folder(ws, building, manifest, report)
     if progress is not None:
-        progress(1.0, f"Imported {manifest['num_images']} images")
-    return Dataset(final, manifest)
+        progress(1.0, f"Imported {dataset.num_images} images")
+    return dataset
 
 
 def _store_images(
