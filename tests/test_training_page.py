@@ -17,7 +17,7 @@ from tests.conftest import REPO_ROOT
 from tlcore.config import RunConfig
 from tlcore.store import jobs, runs
 from tlcore.training.progress import EpochRow
-from ui.charts import training_curve_figure
+from ui.charts import shared_training_curve_figure, training_curve_figure
 
 TIMEOUT_S = 120
 PAGE = "views/training.py"
@@ -317,3 +317,20 @@ def test_curve_figure_has_train_and_validation_and_marks_the_phase_boundary():
     assert tuple(fig.layout.xaxis.range) == (0.5, 4.5)
     with pytest.raises(ValueError, match="metric must be one of"):
         training_curve_figure(history, "f1")
+
+
+def test_curves_are_built_once_per_epoch_and_shared_by_every_poll():
+    history = tuple(EpochRow(epoch=e, phase=1, **EPOCH_LOGS[e]) for e in (1, 2))
+    args = ("loss", 4, ((1, 1),), ((1, "training the head"),))
+    fig = shared_training_curve_figure(history, *args)
+    assert shared_training_curve_figure(history, *args) is fig  # the next poll: no rebuild
+    fresh = training_curve_figure(
+        history,
+        "loss",
+        total_epochs=4,
+        phase_starts={1: 1},
+        phase_descriptions={1: "training the head"},
+    )
+    assert fig.to_dict() == fresh.to_dict()
+    later = (*history, EpochRow(epoch=3, phase=1, **EPOCH_LOGS[3]))
+    assert shared_training_curve_figure(later, *args) is not fig  # an epoch ended: redrawn

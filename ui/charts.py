@@ -7,6 +7,7 @@ same on every chart: training is blue and solid, validation orange.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -179,6 +180,31 @@ def training_curve_figure(
         top = max(values, default=1.0) * headroom
         fig.update_yaxes(range=[0, top], tickformat=".2~f")
     return fig
+
+
+@functools.lru_cache(maxsize=64)
+def shared_training_curve_figure(
+    history: tuple[EpochRow, ...],
+    metric: str,
+    total_epochs: int,
+    phase_starts: tuple[tuple[int, int], ...],
+    phase_descriptions: tuple[tuple[int, str], ...],
+) -> go.Figure:
+    """`training_curve_figure`, built once per distinct input and shared by every session.
+
+    The Training page redraws a running run's curves at every poll (1.5 s) in every tab that
+    follows it, but they change only when an epoch ends; building two figures took most of
+    a poll's time (bench/bench_server.py). The arguments are hashable versions of
+    `training_curve_figure`'s (mappings as sorted item tuples). The figure is shared: pass
+    it to ``st.plotly_chart`` as it is, never change it.
+    """
+    return training_curve_figure(
+        history,
+        metric,
+        total_epochs=total_epochs,
+        phase_starts=dict(phase_starts),
+        phase_descriptions=dict(phase_descriptions),
+    )
 
 
 def _has(history: Sequence[EpochRow], key: str) -> bool:

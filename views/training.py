@@ -32,7 +32,7 @@ from tlcore.training.progress import (
     summarize_progress,
 )
 from ui import auth
-from ui.charts import CHART_CONFIG, training_curve_figure
+from ui.charts import CHART_CONFIG, shared_training_curve_figure
 from ui.common import (
     PAGES,
     empty_state,
@@ -514,15 +514,13 @@ def _tiles(progress: RunProgress) -> None:
 
 
 def _charts(progress: RunProgress) -> None:
-    descriptions = {i: info.description for i, info in progress.phases.items()}
+    descriptions = tuple(sorted((i, info.description) for i, info in progress.phases.items()))
+    starts = tuple(sorted(progress.phase_starts.items()))
     columns = st.columns(2)
     for column, metric in zip(columns, ("loss", "accuracy"), strict=True):
-        fig = training_curve_figure(
-            progress.history,
-            metric,
-            total_epochs=progress.total_epochs,
-            phase_starts=progress.phase_starts,
-            phase_descriptions=descriptions,
+        # Built once per epoch, not at every poll of every tab (see the function).
+        fig = shared_training_curve_figure(
+            tuple(progress.history), metric, progress.total_epochs, starts, descriptions
         )
         with column, st.container(border=True):
             st.plotly_chart(fig, config=CHART_CONFIG, key=f"curve_{metric}")
