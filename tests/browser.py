@@ -79,6 +79,26 @@ def streamlit_server(
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        _stop_scheduler(workspace)
+
+
+def _stop_scheduler(workspace: Path) -> None:
+    """Stops the scheduler the app started for ``workspace`` (it outlives the app by design;
+    it stops its own warm worker), so tests leave no processes behind."""
+    from tlcore.store import scheduler
+    from tlcore.store.workspace import Workspace
+
+    status = scheduler.status(Workspace(Path(workspace)))
+    try:
+        if status.alive and status.pid and os.getpgid(status.pid) == status.pid:
+            os.kill(status.pid, 15)
+            deadline = time.monotonic() + 15
+            while scheduler.status(Workspace(Path(workspace))).alive:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def wait_for_app_idle(page, timeout_ms: int = 60_000, quiet_ms: int = 1500) -> None:
