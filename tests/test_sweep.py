@@ -131,6 +131,7 @@ def _store_evaluation(ws, run_id, truth, predicted, *, val_truth=(), val_predict
 
     from tlcore.evaluation import evaluate
     from tlcore.evaluation.metrics import compute_metrics
+    from tlcore.model import model_store
 
     classes = ["a", "b"]
 
@@ -140,6 +141,13 @@ def _store_evaluation(ws, run_id, truth, predicted, *, val_truth=(), val_predict
         paths = [f"/data/{prefix}/{i}.png" for i in range(len(y))]
         return compute_metrics(np.asarray(y), probs, classes), paths, np.asarray(y), probs
 
+    # Stored metrics are served only for the model file they were computed from: stand-in
+    # bytes, recorded as training records a model, are enough (nothing loads them).
+    model = model_store.save_model(
+        None,
+        ws.run_dir(run_id) / runs.MODEL_FILE,
+        save_fn=lambda _model, target: target.write_bytes(f"model of {run_id}".encode()),
+    )
     evaluated = {"test": split("test", truth, predicted)}
     if val_truth:
         evaluated["val"] = split("val", val_truth, val_predicted)
@@ -150,6 +158,7 @@ def _store_evaluation(ws, run_id, truth, predicted, *, val_truth=(), val_predict
         "format_version": evaluate.FORMAT_VERSION,
         "split": "test",
         "class_names": classes,
+        "model_stamp": {"sha256": model.sha256},
     }
     evaluate._store(ws.run_dir(run_id), "tiny-1", evaluated, "test", manifest)
 
