@@ -41,7 +41,6 @@ from tlcore.data.catalog import (
     _scaled,
     _slugify,
     _Source,
-    _unique_name,
 )
 from tlcore.data.checks import (
     _assign_splits,
@@ -430,17 +429,12 @@ def _import_scanned(
             progress(1.0, f"These images are already imported as {existing.name!r}")
         return existing
     warnings = list(scan.warnings) + split_notes
-    final_name = _unique_name(ws, name)
-    if final_name != name:
-        warnings.append(
-            f"A dataset named {name!r} already exists with different images; "
-            f"this one is named {final_name!r}."
-        )
-    dataset_id = f"{_slugify(final_name)}-{content_hash[:ID_HASH_CHARS]}"
+    # The name as asked; `_publish_folder` makes it unique when the folder goes into place.
+    dataset_id = f"{_slugify(name)}-{content_hash[:ID_HASH_CHARS]}"
     classes = sorted({k.candidate.class_name for k in kept})
     report = _build_report(classes, kept, skipped, warnings, options)
     manifest = _build_manifest(
-        dataset_id, final_name, content_hash, classes, kept, source, options, scan.given_splits
+        dataset_id, name, content_hash, classes, kept, source, options, scan.given_splits
     )
     manifest["owner"] = owner  # who imported it; None: nobody (the command line)
     return _publish(ws, staging, kept, manifest, report, source, _scaled(progress, 0.7, 1.0))

@@ -224,17 +224,20 @@ def verified_model_bytes(run_dir: str | os.PathLike, run_id: str | None = None) 
     path = run_dir / runs.MODEL_FILE
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelLoadError(
-            f"Run {run_id} has no saved model ({runs.MODEL_FILE} is missing from {run_dir}). "
-            "Train the run again."
-        ) from None
     except OSError as exc:
-        raise ModelLoadError(
-            f"The model file of run {run_id} cannot be read ({exc.strerror or exc})."
-        ) from exc
+        raise _unreadable(exc, run_dir, run_id) from exc
     _check_digest(path, sha256_bytes(data), run_id)
     return data
+
+
+def _unreadable(exc: OSError, run_dir: Path, run_id: str) -> ModelLoadError:
+    """The `ModelLoadError` for a run's model file that could not be read."""
+    if isinstance(exc, FileNotFoundError):
+        return ModelLoadError(
+            f"Run {run_id} has no saved model ({runs.MODEL_FILE} is missing from {run_dir}). "
+            "Train the run again."
+        )
+    return ModelLoadError(f"The model file of run {run_id} cannot be read ({exc.strerror or exc}).")
 
 
 def _check_digest(path: Path, digest: str, run_id: str) -> None:
@@ -273,15 +276,8 @@ def verified_model_hash(run_dir: str | os.PathLike, run_id: str | None = None) -
         st = path.stat()
         key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
         digest = _hash_cache.get(key) or sha256_file(path)
-    except FileNotFoundError:
-        raise ModelLoadError(
-            f"Run {run_id} has no saved model ({runs.MODEL_FILE} is missing from {run_dir}). "
-            "Train the run again."
-        ) from None
     except OSError as exc:
-        raise ModelLoadError(
-            f"The model file of run {run_id} cannot be read ({exc.strerror or exc})."
-        ) from exc
+        raise _unreadable(exc, run_dir, run_id) from exc
     _hash_cache[key] = digest
     _check_digest(path, digest, run_id)
     return digest
