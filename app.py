@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui import auth
-from ui.common import PAGES
+from ui.common import PAGES, workspace
 
 st.set_page_config(
     page_title="Transfer Learning Studio",
@@ -15,6 +15,7 @@ st.set_page_config(
 
 # The login comes before any page: a locked studio builds its navigation (so a deep link
 # still lands on its page after logging in) but shows and runs none of it.
+workspace()  # opened (and its scheduler started) even while the login page is showing
 actor = auth.gate()
 navigation = st.navigation(
     {

@@ -123,7 +123,7 @@ def verdict(ok: bool) -> str:
 
 # -- the studio as a server -----------------------------------------------------------------
 class Server:
-    """``streamlit run app.py`` on 0.0.0.0 in its own process group (session)."""
+    """``./run-app.sh`` on 0.0.0.0 in its own process group (session)."""
 
     def __init__(self, workspace: Path, log: Path, env: dict, port: int | None = None):
         self.workspace, self.log_path, self.env = workspace, log, env
@@ -137,11 +137,8 @@ class Server:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "streamlit",
-                    "run",
-                    "app.py",
+                    "bash",
+                    "run-app.sh",  # as a lab starts it: the scheduler first, then the server
                     "--server.port",
                     str(self.port),
                     "--server.address",
@@ -934,7 +931,7 @@ def part_kill(root: Path, flowers: Path, args) -> list[bool]:
     server = Server(ws.root, root / "server3.log", env)
     server.start()
     long_config = _training_config(ds.name, epochs=200).replace(name="long")
-    # The first page run opens the workspace, which starts the scheduler (and its warm worker).
+    # run-app.sh started the scheduler (and its warm worker) before the server.
     asyncio.run(_visit(server.url, users[0], 0))
     _wait(lambda: scheduler.status(ws).alive, 60, "the app to start the scheduler")
     _wait(lambda: scheduler.status(ws).warm_worker_pid, 60, "a warm worker")

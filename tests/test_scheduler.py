@@ -12,12 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import tiny_config
 from tlcore.store import jobs, runs, scheduler
 
+ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 120  # a worker imports TensorFlow (~5 s on 2 cores), more under load
 
 
@@ -116,6 +118,56 @@ def test_only_one_scheduler_serves_a_workspace(ws):
         assert not scheduler.ensure_running(ws)  # the app starts none while one is alive
     finally:
         assert _stop(proc) == 0
+
+
+def _scheduler_cli(ws, *args: str) -> subprocess.CompletedProcess:
+    env, cwd = jobs.child_environment()
+    env["TLS_WARM_WORKER"] = "0"
+    return subprocess.run(
+        [sys.executable, "-m", "tlcore", "--workspace", str(ws.root), "scheduler", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_run_app_starts_the_scheduler_in_the_background_once(ws, monkeypatch):
+    monkeypatch.setenv("TLS_WARM_WORKER", "0")  # the scheduler inherits it
+    first = _scheduler_cli(ws, "--background")
+    assert first.returncode == 0 and "Scheduler started" in first.stderr
+    pid = _wait(lambda: scheduler.status(ws).alive and scheduler.status(ws).pid, "it to serve")
+    try:
+        again = _scheduler_cli(ws, "--background")
+        assert again.returncode == 0
+        assert f"A scheduler already serves {ws.root} (pid {pid})" in again.stderr
+        assert scheduler.status(ws).pid == pid
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        _wait(lambda: not scheduler.status(ws).alive, "it to stop")
+    assert "scheduler --background" in (ROOT / "run-app.sh").read_text()
+
+
+def test_pages_start_a_new_scheduler_when_the_old_one_died(ws, monkeypatch):
+    from ui import common
+
+    monkeypatch.setenv(scheduler.AUTOSTART_ENV, "on")  # the tests' default is off
+    started = []
+    monkeypatch.setattr(scheduler, "ensure_running", lambda w: started.append(w.root) or True)
+    monkeypatch.setattr(common, "_scheduler_checked_at", {})
+    clock = [100.0]
+    monkeypatch.setattr(common.time, "monotonic", lambda: clock[0])
+    common._keep_scheduler_alive(ws)
+    common._keep_scheduler_alive(ws)  # checked a moment ago: not again
+    assert started == [ws.root]
+    clock[0] += common.SCHEDULER_CHECK_S
+    common._keep_scheduler_alive(ws)
+    assert started == [ws.root, ws.root]
+    monkeypatch.setenv(scheduler.AUTOSTART_ENV, "off")
+    clock[0] += common.SCHEDULER_CHECK_S
+    common._keep_scheduler_alive(ws)
+    assert len(started) == 2
 
 
 @pytest.mark.timeout(300)

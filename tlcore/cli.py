@@ -459,6 +459,16 @@ def _export(args, ws, task: tasks.TaskReporter | None) -> int:
 def cmd_scheduler(args, ws) -> int:
     from tlcore.store import scheduler
 
+    if args.background:
+        started = scheduler.ensure_running(ws)
+        pid = scheduler.status(ws).pid
+        print(
+            f"Scheduler started for {ws.root}."
+            if started
+            else f"A scheduler already serves {ws.root} (pid {pid}).",
+            file=sys.stderr,
+        )
+        return 0
     return scheduler.serve(ws)
 
 

@@ -177,13 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--top-k", type=int, default=3, metavar="K", help="classes to list per image (default 3)"
     )
     p_pred.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
-    sub.add_parser(
+    p_sched = sub.add_parser(
         "scheduler",
         help="run the workspace's scheduler in the foreground (until SIGTERM)",
         description="Keep the queue moving: every second, runs whose worker died are marked "
         "interrupted and queued runs start when a slot is free, also after a restart. Keeps "
         "one warm worker with TensorFlow imported (TLS_WARM_WORKER=0: none). The app starts "
         "one when none is alive; only one serves a workspace.",
+    )
+    p_sched.add_argument(
+        "--background",
+        action="store_true",
+        help="start one in its own process unless one is alive, and return at once",
     )
     p_exp = sub.add_parser(
         "export",

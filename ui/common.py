@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from tlcore.fileio import StorageError
@@ -31,21 +33,37 @@ STATE_COLORS = {
 }
 
 
+SCHEDULER_CHECK_S = 10.0  # how often a page looks whether the scheduler is still alive
+_scheduler_checked_at: dict[str, float] = {}
+
+
 @st.cache_resource(show_spinner=False)
 def _open_workspace_once(path: str) -> Workspace:
     ws = open_workspace(path)
     # A server (re)start is when runs orphaned by a dead worker are found and queued runs
     # are picked up again; from then on the scheduler process keeps the queue moving.
     jobs.schedule(ws)
+    return ws
+
+
+def _keep_scheduler_alive(ws: Workspace) -> None:
+    """Starts a scheduler when none is alive (one died, or the server was started without
+    ``run-app.sh``); looked at once every few seconds, whichever page runs."""
+    key = str(ws.root)
+    now = time.monotonic()
+    if now - _scheduler_checked_at.get(key, -SCHEDULER_CHECK_S) < SCHEDULER_CHECK_S:
+        return
+    _scheduler_checked_at[key] = now
     if scheduler.autostart_enabled():
         scheduler.ensure_running(ws)
-    return ws
 
 
 def workspace() -> Workspace:
     """The workspace, opened once per server. Stops the page with guidance if unusable."""
     try:
-        return _open_workspace_once(str(resolve_workspace_path()))
+        ws = _open_workspace_once(str(resolve_workspace_path()))
+        _keep_scheduler_alive(ws)
+        return ws
     except StorageError as exc:
         st.error(f"**The workspace cannot be used.** {exc.strerror}")
         st.stop()
