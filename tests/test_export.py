@@ -72,9 +72,15 @@ def test_every_format_round_trips_and_records_its_agreement(trained, bundle):
         assert agreement["samples"] > 0
         assert agreement["top1_match_rate"] == 1.0, fmt
         assert agreement["max_abs_prob_diff"] < 1e-4, fmt
+        assert by_format[fmt].passed, fmt  # the same computation: it passes its check
+        assert agreement["max_abs_prob_diff_allowed"] == export.FLOAT_CHECK.max_prob_diff
     int8 = by_format["tflite-int8"].agreement
     assert int8["top1_match_rate"] >= 0.8  # quantized: recorded, allowed to differ a little
     assert int8["max_abs_prob_diff"] < 0.35
+    assert int8["passed"] == export.INT8_CHECK.passes(
+        int8["top1_match_rate"], int8["max_abs_prob_diff"]
+    )
+    assert int8["rule"] == export.INT8_CHECK.rule
     assert "test split of dataset 'tiny'" in result.samples_from
     for name in ("model.keras", "tlcore_layers.py", "model.tflite", "model_int8.tflite"):
         assert (folder / name).is_file(), name
@@ -283,3 +289,94 @@ def test_augmentation_layers_stay_out_of_the_exports(ws):
     for r in result.formats:
         assert r.agreement["top1_match_rate"] == 1.0, r.format
         assert r.agreement["max_abs_prob_diff"] < 1e-4, r.format
+
+
+# -- the agreement each format must reach --------------------------------------------------
+def test_every_format_states_what_agreement_passes_and_int8_is_held_to_its_own():
+    for key, fmt in export.EXPORT_FORMATS.items():
+        expected = export.INT8_CHECK if key == "tflite-int8" else export.FLOAT_CHECK
+        assert fmt.check is expected, key
+    assert export.FLOAT_CHECK.rule == (
+        "the same top class on every image and max. probability difference ≤ 0.001"
+    )
+    assert export.INT8_CHECK.rule == (
+        "top-1 agreement ≥ 95% and max. probability difference ≤ 0.15"
+    )
+
+
+@pytest.mark.parametrize(
+    ("changed", "shift", "passed"),
+    [
+        (0, 0.10, True),  # every top class agrees, probabilities within 0.15
+        (1, 0.10, True),  # 31 of 32 agree: 96.9% >= 95%
+        (2, 0.10, False),  # 30 of 32: 93.8%
+        (0, 0.25, False),  # every top class agrees, but a probability moved by 0.25
+    ],
+)
+def test_int8_passes_only_with_both_top1_agreement_and_a_small_difference(changed, shift, passed):
+    from tlcore.serving.export.bundle import agreement
+
+    reference = np.tile(np.array([[0.80, 0.15, 0.05]], dtype=np.float32), (32, 1))
+    reference[:2] = [0.50, 0.45, 0.05]  # two close calls
+    probs = reference.copy()
+    probs[2:] += np.array([-shift, shift, 0.0], dtype=np.float32)  # the top class stays
+    probs[:changed] = [0.44, 0.51, 0.05]  # a close call tips over (by 0.06)
+    measured = agreement(reference, probs, export.INT8_CHECK)
+    assert measured["passed"] is passed, measured
+    assert measured["min_top1_match_rate"] == 0.95
+    assert measured["max_abs_prob_diff_allowed"] == 0.15
+    # The same images through a float format: any difference at all beyond rounding fails.
+    assert agreement(reference, reference + 1e-6, export.FLOAT_CHECK)["passed"] is True
+    assert agreement(reference, probs, export.FLOAT_CHECK)["passed"] is False
+
+
+def test_the_model_card_states_the_thresholds_and_a_failed_check():
+    from tlcore.serving.export.bundle import agreement
+
+    reference = np.tile(np.array([[0.7, 0.2, 0.1]], dtype=np.float32), (32, 1))
+    int8 = reference.copy()
+    int8[:5] = [0.45, 0.5, 0.05]  # 5 of 32 change class; 0.3 apart
+    results = [
+        export.FormatResult(
+            format=key,
+            label=export.FORMATS[key],
+            files=list(export.FORMAT_FILES[key][:1]),
+            runtime=export.EXPORT_FORMATS[key].runtime,
+            agreement=agreement(reference, probs, export.EXPORT_FORMATS[key].check),
+        )
+        for key, probs in (("tflite", reference), ("tflite-int8", int8))
+    ]
+    card = {
+        "run_id": "run-1",
+        "name": "pets",
+        "exported_at": "2026-01-01T00:00:00+00:00",
+        "classes": ["a", "b", "c"],
+        "num_classes": 3,
+        "backbone": {"name": "SmallCNN", "display_name": "Small CNN"},
+        "weights_origin": "none (random initialisation)",
+        "strategy": "full_fine_tune",
+        "phases": ["every layer"],
+        "dataset": {"name": "pets", "id": "pets-1", "content_hash": "0" * 64},
+        "metrics": {},
+        "input": {"shape": [None, 32, 32, 3], "preprocessing": "raw RGB"},
+        "output": "probabilities",
+        "model_sha256": "0" * 64,
+        "agreement_measured_on": "32 images of the test split of dataset 'pets'",
+        "formats": [dataclasses.asdict(r) for r in results],
+    }
+    text = export.model_card_markdown(card)
+    assert (
+        "- TensorFlow Lite (float32): the same top class on every image and max. probability "
+        "difference ≤ 0.001" in text
+    )
+    assert (
+        "- TensorFlow Lite (int8): top-1 agreement ≥ 95% and max. probability difference "
+        "≤ 0.15" in text
+    )
+    assert (
+        "| TensorFlow Lite (int8) | `model_int8.tflite` | TensorFlow Lite interpreter (tf.lite) "
+        "| 84.4% | 0.3 | top-1 agreement ≥ 95% and max. probability difference ≤ 0.15 "
+        "| **did not pass** |" in text
+    )
+    assert "| 100.0% | 0 | the same top class on every image" in text
+    assert "**TensorFlow Lite (int8) did not pass its check**" in text

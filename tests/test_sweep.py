@@ -250,3 +250,43 @@ def test_a_sweep_runs_end_to_end_and_names_a_winner(ws, tiny_dataset, capsys):
     # Fewer weights train when the backbone is frozen than when everything trains.
     params = {r["role"]: r["trainable_params"] for r in results.rows}
     assert params["feature_extraction"] < params["bias_only"] < params["from_scratch"]
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_sweep_runs_are_named_by_dataset_sweep_number_and_strategy(ws, no_workers):
+    # A long name of the run the sweep started from no longer hides what tells them apart.
+    base = tiny_config("tiny", name="ants-bees fine-tune top (second try)", weights="none")
+    first = sweep.start_sweep(ws, base, unfreeze=1)
+    second = sweep.start_sweep(ws, base, unfreeze=1)
+    assert (first.number, second.number) == (1, 2)
+    assert sweep.load_sweep(ws, second.id).number == 2
+    records = {role: runs.read_run(ws, run_id) for role, run_id in second.runs.items()}
+    assert records["fine_tune_top"].title == "tiny · sweep 2 · fine-tune top"
+    assert records["feature_extraction"].title == "tiny · sweep 2 · feature extraction"
+    assert records["from_scratch"].short_title == "sweep 2 · from scratch"
+    every = [runs.read_run(ws, run_id) for s in (first, second) for run_id in s.runs.values()]
+    titles = [r.title for r in every]
+    assert len(set(titles)) == 10  # every run of both sweeps has its own name
+    # A narrow list (the Training page's queue) shows about 20 characters: still distinct.
+    assert len({r.short_title[:20] for r in every}) == 10
+    # Another dataset counts its own sweeps.
+    other = sweep.start_sweep(ws, base.replace(dataset="pets"), unfreeze=1)
+    assert other.number == 1
+    assert runs.read_run(ws, other.runs["bias_only"]).title == "pets · sweep 1 · bias-only"
+
+
+def test_a_baseline_is_named_after_its_dataset_and_the_run_it_copies(ws, no_workers):
+    unnamed = runs.create_run(ws, tiny_config("tiny", strategy="two_phase")).id
+    twin = runs.read_run(ws, sweep.start_baseline(ws, unnamed))
+    assert twin.title == "tiny · baseline of SmallCNN · two-phase"
+    started = sweep.start_sweep(ws, tiny_config("tiny", weights="none"), unfreeze=1)
+    of_sweep = sweep.baseline_config(
+        runs.read_run(ws, started.runs["fine_tune_top"]).config, started.runs["fine_tune_top"]
+    )
+    assert of_sweep.name == "tiny · baseline of sweep 1 · fine-tune top"
+    named = sweep.baseline_config(tiny_config("tiny", name="pets, first try"), "x")
+    assert named.name == "tiny · baseline of pets, first try"
+    long = sweep.baseline_config(tiny_config("d" * 60, name="n" * 120), "x")
+    assert len(long.name) <= 120 and long.name.endswith("…")

@@ -27,6 +27,7 @@ PALETTE = (
     "#868E96",
 )
 HEATMAP_SCALE = [[0.0, "#F4F7FB"], [0.5, "#74A7E3"], [1.0, "#0B3C8C"]]
+INVISIBLE = "rgba(0,0,0,0)"  # the confusion matrix's clickable cell points
 GOOD_COLOR = "#2F9E44"
 TIED_COLOR = "#8CD19D"  # not clearly worse than the chosen strategy
 BAD_COLOR = "#E03131"
@@ -108,7 +109,9 @@ def confusion_matrix_figure(
         )
     )
     # Clickable points on the cells, carrying the hover text: heatmap cells cannot be
-    # selected. Nearly transparent rather than invisible, so that they take clicks.
+    # selected. Plotly finds the point under the pointer by position, not by paint, so the
+    # points draw nothing at all: no fill, no outline, whether selected or not (a faint
+    # black square once showed as a dark square inside every cell).
     fig.add_trace(
         go.Scatter(
             x=[names[j] for _ in rows for j in range(n)],
@@ -118,10 +121,13 @@ def confusion_matrix_figure(
             mode="markers",
             marker={
                 "size": max(8, min(60, 420 // max(n, 1))),
-                "opacity": 0.01,
+                "opacity": 0,
                 "symbol": "square",
-                "color": "#000000",
+                "color": INVISIBLE,
+                "line": {"width": 0, "color": INVISIBLE},
             },
+            selected={"marker": {"opacity": 0}},
+            unselected={"marker": {"opacity": 0}},
             showlegend=False,
             name="cells",
         )

@@ -28,11 +28,25 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def run_option(record: runs.RunRecord) -> str:
-    """A run in a dropdown: its title, strategy and kept model's headline figures."""
+    """A run in a dropdown: its title, strategy and kept model's headline figures (the
+    strategy left out for a sweep's run or a baseline, whose name already says it)."""
     summary = (record.status.summary if record.status else {}) or {}
     headline = kept_model.headline(summary)
     tail = f" · {headline}" if headline else ""
-    return f"{record.title} · {strategy_label(record.config.strategy)}{tail}"
+    extra = record.config.extra or {}
+    named_for_it = sweep.EXTRA_ROLE in extra or comparison.EXTRA_BASELINE_OF in extra
+    strategy = "" if named_for_it else f" · {strategy_label(record.config.strategy)}"
+    return f"{record.title}{strategy}{tail}"
+
+
+def legend_labels(records: list[runs.RunRecord]) -> list[str]:
+    """The runs' names for a chart legend, in full; a name two runs share gets the end of
+    each one's id, so that every line can be told apart."""
+    titles = [r.title for r in records]
+    return [
+        t if titles.count(t) == 1 else f"{t} ({r.id[-7:]})"
+        for t, r in zip(titles, records, strict=True)
+    ]
 
 
 def _transfer_section(record: runs.RunRecord) -> None:
@@ -116,6 +130,17 @@ def _transfer_section(record: runs.RunRecord) -> None:
         config=CHART_CONFIG,
         key="baseline_curves",
     )
+
+
+def followed_run(rows: list[dict]) -> str | None:
+    """The sweep run the Training page opens on: the one training, else the next to start,
+    else the first still there (rows as `sweep.sweep_results` gives them); None: none is."""
+    for state in (runs.RUNNING, runs.QUEUED):
+        active = [r["run_id"] for r in rows if r["state"] == state]
+        if active:
+            return min(active)  # queued runs start oldest id first
+    kept = [r["run_id"] for r in rows if r["state"] != "deleted"]
+    return kept[0] if kept else None
 
 
 def _sweep_section(record: runs.RunRecord) -> None:
@@ -205,10 +230,12 @@ def _sweep_results(results: sweep.SweepResults) -> None:
                 key="sweep_bars",
             )
         st.dataframe(table, hide_index=True)
+        followed = followed_run(fresh.rows)
         st.page_link(
             PAGES["training"],
             label="Follow the runs on the Training page",
             icon=":material/model_training:",
+            query_params={QUERY_PARAM: followed} if followed else None,
         )
         if fresh.done != results.done:
             st.rerun()
@@ -282,11 +309,10 @@ def _compare_section(record: runs.RunRecord) -> None:
     )
     if any(r["accuracy"] is None for r in rows):
         st.caption("A test accuracy of – means that run has no stored evaluation yet.")
+    shown = [runs.read_run(ws, r["run_id"]) for r in rows]
     histories = {
-        runs.read_run(ws, r["run_id"]).title[:40] + f" ({r['run_id'][-6:]})": evaluate.run_history(
-            ws, r["run_id"]
-        )
-        for r in rows
+        label: evaluate.run_history(ws, record.id)
+        for label, record in zip(legend_labels(shown), shown, strict=True)
     }
     st.plotly_chart(
         charts.overlaid_curves_figure(histories, title="Validation accuracy per epoch"),

@@ -27,34 +27,62 @@ from ui.model_state import (
     weights_sources,
 )
 
+# The overview's columns, in pixels: they fit the Model page's narrow column (about 340 px
+# inside the expander at a 1400 px wide window) beside the row checkbox; what else is known
+# about a backbone is shown below the table when its row is selected.
+OVERVIEW_WIDTHS = {"backbone": 120, "imagenet": 110, "params": 55}
+OVERVIEW_KEY = "weights_overview"
 
+
+def overview_details(row: dict) -> str:
+    """What the overview table leaves out, for one of `weights_overview`'s rows."""
+    details = [
+        f"**{row['backbone']}**",
+        f"{row['size']} px by default",
+        f"{row['speed']} on a CPU at 224 px" if row.get("speed") else "",
+        f"widths with weights: {row['alphas']}" if row["alphas"] != "–" else "",
+    ]
+    text = " · ".join(d for d in details if d)
+    if row["file"]:
+        text += f"  \nKeras looks for `{row['file']}`"
+    return text
+
+
+@st.fragment  # choosing a row reruns the table only, not the whole Model page
 def weights_overview_table() -> None:
     import pandas as pd
 
     from tlcore.model.weights import keras_home
 
-    table = pd.DataFrame(weights_overview())
-    st.dataframe(
+    rows = weights_overview()
+    table = pd.DataFrame(rows)[list(OVERVIEW_WIDTHS)]
+    event = st.dataframe(
         table,
         hide_index=True,
         width="stretch",
+        on_select="rerun",
+        selection_mode="single-row",
+        key=OVERVIEW_KEY,
         column_config={
-            "backbone": st.column_config.TextColumn("Backbone", width=130),
+            "backbone": st.column_config.TextColumn("Backbone", width=OVERVIEW_WIDTHS["backbone"]),
             "imagenet": st.column_config.TextColumn(
-                "ImageNet weights",
-                width=130,
+                "ImageNet",
+                width=OVERVIEW_WIDTHS["imagenet"],
                 help="✓ in the Keras cache of this machine · ✗ missing (downloaded when a run "
                 "starts, if there is internet) · – Keras has none for this backbone",
             ),
-            "params": st.column_config.NumberColumn("Params", format="compact", width=60),
-            "size": st.column_config.NumberColumn("Size", help="Default input side (px)"),
-            "speed": st.column_config.TextColumn("Speed", help="On a CPU, at 224 px"),
-            "alphas": st.column_config.TextColumn("Widths", help="Widths (alpha) with weights"),
-            "file": st.column_config.TextColumn(
-                "File Keras looks for", help="For alpha 1.0 (or the cached width) at 224 px"
+            "params": st.column_config.NumberColumn(
+                "Params", format="compact", width=OVERVIEW_WIDTHS["params"]
             ),
         },
     )
+    chosen = event.selection.rows if event is not None else []
+    if chosen:
+        st.markdown(f":small[{overview_details(rows[chosen[0]])}]")
+    else:
+        st.caption(
+            "Select a backbone for its input size, speed, widths and the file Keras looks for."
+        )
     st.caption(
         f"Keras looks for these files in `{keras_home() / 'models'}` and downloads missing ones "
         "when a run starts (if this machine can reach the internet). To use a backbone "

@@ -3,9 +3,10 @@
 import pandas as pd
 import streamlit as st
 
+from tlcore.model.strategies import STRATEGY_SHORT_LABELS
 from tlcore.store import runs
 from tlcore.store.system import system_info
-from tlcore.training.progress import strategy_label
+from tlcore.training.progress import format_ago
 from tlcore.training.quickstart import quick_start
 from ui.auth import audit_log_panel, current_actor, current_owner
 from ui.common import PAGES, empty_state, human_bytes, page_header, workspace
@@ -52,30 +53,101 @@ def _quick_start_card() -> None:
             st.switch_page(PAGES["training"])
 
 
-def _runs_table(records: list[runs.RunRecord]) -> None:
-    """The runs, newest first; choosing a row offers to open it on the page that fits it."""
+# Pixel widths of the runs table's columns: together (with the row checkbox, about 35 px)
+# they fit the page's content at a 1400 px wide window with the sidebar open (about 940 px),
+# so no column hides off to the right. Owner, when some run has one, takes its room from Run.
+RUNS_TABLE_WIDTHS = {
+    "Run": 230,
+    "State": 72,
+    "Dataset": 85,
+    "Backbone": 92,
+    "Strategy": 122,
+    "Val. acc.": 68,
+    "Test acc.": 68,
+    "Epochs": 78,
+    "Created": 90,
+}
+OWNER_WIDTH = 75
+
+
+def _percents(values: list[float | None]) -> pd.Series:
+    """Shares as percentages, a float column (a run without one shows none)."""
+    return pd.Series([float("nan") if v is None else 100.0 * v for v in values], dtype=float)
+
+
+def _epochs_text(row: dict) -> str:
+    """Epochs trained, and which one's model was kept when it is not the last: "5 (kept 3)"."""
+    done, kept = row["epochs"], row["kept_epoch"]
+    if done is None:
+        return ""
+    return f"{done}" if kept in (None, done) else f"{done} (kept {kept})"
+
+
+def runs_table_frame(records: list[runs.RunRecord]) -> pd.DataFrame:
+    """The Home page's runs table: short columns that all fit the page (`RUNS_TABLE_WIDTHS`);
+    accuracies in percent. A run's problem is shown below the table when it is selected."""
     rows = [runs.run_row(r) for r in records]
     table = pd.DataFrame(
         {
-            "Run": [row["name"] or row["id"] for row in rows],
+            "Run": [r.short_title for r in records],  # the Dataset column names the dataset
             "State": [row["state"] for row in rows],
             "Dataset": [row["dataset"] for row in rows],
             "Backbone": [row["backbone"] for row in rows],
             "Strategy": [
-                strategy_label(row["strategy"]) if row["strategy"] else "" for row in rows
+                (STRATEGY_SHORT_LABELS.get(row["strategy"]) or row["strategy"]).capitalize()
+                for row in rows
             ],
-            "Val. accuracy": [row["val_accuracy"] for row in rows],
-            "Test accuracy": [row["test_accuracy"] for row in rows],
-            "Kept epoch": [row["kept_epoch"] for row in rows],
-            "Epochs": [row["epochs"] for row in rows],
-            "Created": [row["created"].replace("T", " ")[:16] for row in rows],
+            "Val. acc.": _percents([row["val_accuracy"] for row in rows]),
+            "Test acc.": _percents([row["test_accuracy"] for row in rows]),
+            "Epochs": [_epochs_text(row) for row in rows],
+            "Created": [format_ago(row["created"]) if row["created"] else "" for row in rows],
             "Owner": [row["owner"] for row in rows],
-            "Problem": [row["problem"] for row in rows],
         }
     )
-    for column in ("Problem", "Owner"):  # shown only when some run has one
-        if not table[column].astype(bool).any():
-            table = table.drop(columns=column)
+    if not table["Owner"].astype(bool).any():  # shown only when some run has one
+        table = table.drop(columns="Owner")
+    return table
+
+
+def runs_table_columns(columns) -> dict:
+    """The column settings of `runs_table_frame`'s columns: every one a fixed width."""
+    widths = dict(RUNS_TABLE_WIDTHS)
+    if "Owner" in columns:
+        widths["Owner"] = OWNER_WIDTH
+        widths["Run"] -= OWNER_WIDTH
+    accuracy = "%.1f %%"
+    return {
+        "Run": st.column_config.TextColumn(width=widths["Run"], help="The run's name"),
+        "State": st.column_config.TextColumn(width=widths["State"]),
+        "Dataset": st.column_config.TextColumn(width=widths["Dataset"]),
+        "Backbone": st.column_config.TextColumn(width=widths["Backbone"]),
+        "Strategy": st.column_config.TextColumn(
+            width=widths["Strategy"], help="The freezing strategy: what trained"
+        ),
+        "Val. acc.": st.column_config.NumberColumn(
+            width=widths["Val. acc."],
+            format=accuracy,
+            help="Validation accuracy of the kept model (cross-validated for the recommended "
+            "recipe).",
+        ),
+        "Test acc.": st.column_config.NumberColumn(
+            width=widths["Test acc."],
+            format=accuracy,
+            help="Accuracy of the kept model on the held-out test split.",
+        ),
+        "Epochs": st.column_config.TextColumn(
+            width=widths["Epochs"],
+            help="Epochs trained; (kept N): the epoch whose model was kept, the best "
+            "validation accuracy (ties: the lower validation loss), when it is not the last.",
+        ),
+        "Created": st.column_config.TextColumn(width=widths["Created"]),
+        "Owner": st.column_config.TextColumn(width=widths.get("Owner", OWNER_WIDTH)),
+    }
+
+
+def _runs_table(records: list[runs.RunRecord]) -> None:
+    """The runs, newest first; choosing a row offers to open it on the page that fits it."""
+    table = runs_table_frame(records)
     event = st.dataframe(
         table,
         hide_index=True,
@@ -83,33 +155,16 @@ def _runs_table(records: list[runs.RunRecord]) -> None:
         on_select="rerun",
         selection_mode="single-row",
         key="home_runs",
-        column_config={
-            "Run": st.column_config.TextColumn(width="medium"),
-            "Val. accuracy": st.column_config.ProgressColumn(
-                min_value=0.0,
-                max_value=1.0,
-                format="percent",
-                help="The kept model's validation accuracy (cross-validated for the "
-                "recommended recipe).",
-            ),
-            "Test accuracy": st.column_config.ProgressColumn(
-                min_value=0.0,
-                max_value=1.0,
-                format="percent",
-                help="The kept model on the held-out test split.",
-            ),
-            "Kept epoch": st.column_config.NumberColumn(
-                help="The epoch whose model was kept: best validation accuracy, ties by "
-                "lower validation loss."
-            ),
-            "Problem": st.column_config.TextColumn(width="large"),
-        },
+        column_config=runs_table_columns(table.columns),
     )
     chosen = event.selection.rows if event is not None else []
     if not chosen:
-        st.caption("Select a run to open it.")
+        st.caption("Select a run to open it, or to see what went wrong with a failed one.")
         return
     record = records[chosen[0]]
+    problem = runs.run_row(record)["problem"]
+    if problem:
+        st.error(f"**{record.title}** · {problem}", icon=":material/error:")
     go_train, go_eval, _ = st.columns([1, 1, 2])
     go_train.page_link(
         PAGES["training"],

@@ -84,6 +84,7 @@ class Strategy:
         title: the Model page's choice.
         caption: one or two sentences under it.
         in_sweep: one of the runs of a strategy sweep.
+        short: a few lower-case words for run names ("flowers · sweep 2 · fine-tune top").
     """
 
     name: str
@@ -91,6 +92,7 @@ class Strategy:
     title: str
     caption: str
     in_sweep: bool
+    short: str = ""
 
 
 STRATEGY_TABLE: dict[str, Strategy] = {
@@ -103,6 +105,7 @@ STRATEGY_TABLE: dict[str, Strategy] = {
             "Backbone frozen, only the new head trains. Fastest; the first thing to try, "
             "especially with few images.",
             True,
+            short="feature extraction",
         ),
         Strategy(
             "fine_tune_top",
@@ -111,6 +114,7 @@ STRATEGY_TABLE: dict[str, Strategy] = {
             "The last N blocks (or layers) of the backbone train with the head. Adapts "
             "high-level features when you have more data.",
             True,
+            short="fine-tune top",
         ),
         Strategy(
             "bias_only",
@@ -119,6 +123,7 @@ STRATEGY_TABLE: dict[str, Strategy] = {
             "Backbone kernels frozen; only its biases and batch-norm offsets train (BitFit). "
             "A tiny, cheap adaptation.",
             True,
+            short="bias-only",
         ),
         Strategy(
             "full_fine_tune",
@@ -127,6 +132,7 @@ STRATEGY_TABLE: dict[str, Strategy] = {
             "Every layer trains, starting from the pretrained weights. Needs more data and a "
             "small learning rate.",
             False,
+            short="full fine-tune",
         ),
         Strategy(
             "two_phase",
@@ -135,6 +141,7 @@ STRATEGY_TABLE: dict[str, Strategy] = {
             "Head first on a frozen backbone, then the top N blocks at a lower learning rate "
             "(fastai's fine_tune). Often the best.",
             True,
+            short="two-phase",
         ),
         Strategy(
             "from_scratch",
@@ -143,10 +150,12 @@ STRATEGY_TABLE: dict[str, Strategy] = {
             "Same network, random weights, everything trains: the baseline that shows what "
             "pretraining buys.",
             True,
+            short="from scratch",
         ),
     )
 }
 STRATEGY_LABELS = {name: s.label for name, s in STRATEGY_TABLE.items()}
+STRATEGY_SHORT_LABELS = {name: s.short for name, s in STRATEGY_TABLE.items()}
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,14 @@ class RunRecord:
             return self.id
         return cfg.name.strip() or f"{cfg.backbone} on {cfg.dataset}"
 
+    @property
+    def short_title(self) -> str:
+        """`title` without the dataset in front ("sweep 2 · fine-tune top" for "flowers ·
+        sweep 2 · fine-tune top"), for lists that show the dataset beside it."""
+        title = self.title
+        lead = f"{self.config.dataset} · " if self.config is not None else ""
+        return title[len(lead) :] if lead and title.startswith(lead) else title
+
 
 def new_run_id() -> str:
     """A sortable, unique id: creation time to the microsecond plus a random suffix.

@@ -4,15 +4,19 @@ A **strategy sweep** (`start_sweep`) queues one run per strategy in `SWEEP_STRAT
 all on the same dataset and split, with the same architecture and the same epoch budget,
 so the only thing that differs is what trains. It is recorded twice: in each run's
 ``config.extra`` (``{"sweep": id, "sweep_role": strategy}``) and in
-``<workspace>/sweeps/<id>.json``. `sweep_results` reads the runs back: which finished
-run has the best test accuracy, and at what cost (training seconds, trainable
-parameters).
+``<workspace>/sweeps/<id>.json``. Its runs are named after the dataset, the sweep's number
+on that dataset and the strategy ("flowers · sweep 2 · fine-tune top"), so that lists and
+chart legends tell them apart even where long names are cut short. `sweep_results`
+reads the runs back: which finished run has the best test accuracy, and at what cost
+(training seconds, trainable parameters).
 
 A **baseline** (`start_baseline`) is the from-scratch twin of a run: same architecture,
 data and split, random weights, every layer trained with the schedule and augmentation
 such a network needs. When both have finished, `baseline_comparison` says whether the
 pretrained weights helped, by an exact McNemar test on the test images — and says
-"inconclusive" when the twin did not learn, rather than crediting transfer with it.
+"inconclusive" when the twin did not learn, rather than crediting transfer with it. The
+twin is named after the dataset and the run it copies ("flowers · baseline of sweep 2 ·
+fine-tune top").
 
 Both only queue runs (`tlcore.store.jobs.submit`); training happens in the worker processes,
 and the test accuracies come from the evaluation each run stores as it finishes.
@@ -30,7 +34,7 @@ from tlcore.config import RunConfig
 from tlcore.evaluation import compare, evaluate, stats
 from tlcore.evaluation.compare import EXTRA_BASELINE_OF, find_baseline
 from tlcore.fileio import atomic_write_json, read_json
-from tlcore.model.strategies import STRATEGY_TABLE
+from tlcore.model.strategies import STRATEGY_SHORT_LABELS, STRATEGY_TABLE
 from tlcore.store import jobs, runs
 from tlcore.store.workspace import Workspace
 
@@ -38,6 +42,8 @@ SWEEPS_DIR = "sweeps"
 SWEEP_STRATEGIES = tuple(name for name, s in STRATEGY_TABLE.items() if s.in_sweep)
 EXTRA_SWEEP = "sweep"
 EXTRA_ROLE = "sweep_role"
+NAME_DATASET_CHARS = 40  # of the dataset's name in a run name (a name holds 120 at most)
+NAME_SOURCE_CHARS = 60  # of the copied run's name in its baseline's name
 
 
 class SweepError(ValueError):
@@ -49,7 +55,8 @@ class SweepError(ValueError):
 
 @dataclass(frozen=True)
 class Sweep:
-    """A recorded sweep: ``runs`` maps each strategy (its role) to its run id."""
+    """A recorded sweep: ``runs`` maps each strategy (its role) to its run id; ``number``
+    counts the sweeps on its dataset (1 for the first; 0 for sweeps recorded before)."""
 
     id: str
     created_at: str
@@ -58,6 +65,7 @@ class Sweep:
     unfreeze: int
     runs: dict[str, str]
     base_config: dict = field(default_factory=dict)
+    number: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +76,7 @@ class Sweep:
             "unfreeze": self.unfreeze,
             "runs": [{"role": role, "run_id": run_id} for role, run_id in self.runs.items()],
             "base_config": self.base_config,
+            "number": self.number,
         }
 
     @classmethod
@@ -80,6 +89,7 @@ class Sweep:
             unfreeze=int(data.get("unfreeze", 0)),
             runs={entry["role"]: entry["run_id"] for entry in data.get("runs", [])},
             base_config=data.get("base_config", {}),
+            number=int(data.get("number", 0)),
         )
 
 
@@ -89,6 +99,42 @@ def sweeps_dir(ws: Workspace):
 
 def new_sweep_id() -> str:
     return "sweep-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def _cut(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def next_sweep_number(ws: Workspace, dataset: str) -> int:
+    """The number the next sweep on ``dataset`` gets: 1 for the first, then one more than
+    the sweeps recorded on it."""
+    mine = [s for s in list_sweeps(ws) if s.dataset == dataset]
+    return max([len(mine), *(s.number for s in mine)]) + 1
+
+
+def sweep_run_name(dataset: str, number: int, strategy: str) -> str:
+    """A sweep run's name: ``"<dataset> · sweep <number> · <strategy>"``, what tells it apart
+    from the other runs of its sweep and from other sweeps, and short enough to read in a
+    list ("flowers · sweep 2 · fine-tune top")."""
+    label = STRATEGY_SHORT_LABELS.get(strategy) or strategy.replace("_", " ")
+    return f"{_cut(dataset, NAME_DATASET_CHARS)} · sweep {number} · {label}"
+
+
+def baseline_run_name(config: RunConfig) -> str:
+    """The name of the from-scratch twin of a run with ``config``:
+    ``"<dataset> · baseline of <run>"``, where the run is its name without the dataset in
+    front ("flowers · baseline of sweep 2 · fine-tune top"), or its backbone and strategy
+    when it has no name ("flowers · baseline of MobileNet · feature extraction")."""
+    source = " ".join(config.name.split())
+    lead = f"{config.dataset} · "
+    if source.startswith(lead):
+        source = source[len(lead) :]
+    if not source:
+        strategy = STRATEGY_SHORT_LABELS.get(config.strategy) or config.strategy
+        source = f"{config.backbone} · {strategy}"
+    dataset = _cut(config.dataset, NAME_DATASET_CHARS)
+    return f"{dataset} · baseline of {_cut(source, NAME_SOURCE_CHARS)}"
 
 
 def split_budget(total_epochs: int) -> tuple[int, int]:
@@ -151,18 +197,17 @@ def start_sweep(
         owner: who starts it (a user name), recorded on every run; default None (nobody).
 
     Returns:
-        The `Sweep`, with ``id`` and ``runs`` (strategy → run id). The first run may already
-        be training; the others wait in the queue.
+        The `Sweep`, with ``id``, ``number`` (`next_sweep_number`) and ``runs`` (strategy →
+        run id), named by `sweep_run_name`. The first run may already be training; the
+        others wait in the queue.
 
     Raises:
         ValueError: a configuration is invalid.
         tlcore.fileio.StorageError: the workspace is not writable.
     """
-    from tlcore.training.progress import STRATEGY_LABELS
-
     configs = sweep_configs(base_config, unfreeze=unfreeze)
     sweep_id = new_sweep_id()
-    prefix = (base_config.name.strip() or f"{base_config.backbone}")[:60]
+    number = next_sweep_number(ws, base_config.dataset)
     sweep = Sweep(
         id=sweep_id,
         created_at=runs.now_iso(),
@@ -171,11 +216,12 @@ def start_sweep(
         unfreeze=unfreeze,
         runs={},
         base_config=base_config.to_dict(),
+        number=number,
     )
     path = sweeps_dir(ws) / f"{sweep_id}.json"
     for strategy, config in configs.items():
         config = config.replace(
-            name=f"{prefix} · sweep: {STRATEGY_LABELS.get(strategy, strategy)}",
+            name=sweep_run_name(base_config.dataset, number, strategy),
             extra={**config.extra, EXTRA_SWEEP: sweep_id, EXTRA_ROLE: strategy},
         )
         sweep.runs[strategy] = jobs.submit(ws, config, owner=owner)
@@ -448,7 +494,7 @@ def baseline_config(config: RunConfig, run_id: str) -> RunConfig:
     a network learning from scratch needs: at least `TWIN_MIN_EPOCHS` epochs (the
     original's whole budget when longer), Adam at 1e-3 with cosine decay, flips and
     small rotations, zooms and shifts (`models` also lets its batch-norm statistics
-    follow training quickly).
+    follow training quickly). Its name is `baseline_run_name`.
 
     Raises:
         SweepError: the run already trains from scratch.
@@ -458,7 +504,6 @@ def baseline_config(config: RunConfig, run_id: str) -> RunConfig:
             f"Run {run_id} already trains from scratch; it is its own baseline. Compare it "
             "with a run that starts from pretrained weights."
         )
-    name = (config.name.strip() or config.backbone)[:80]
     return config.replace(
         strategy="from_scratch",
         weights="none",
@@ -469,7 +514,7 @@ def baseline_config(config: RunConfig, run_id: str) -> RunConfig:
         lr_schedule="cosine",
         early_stopping_patience=0,
         **TWIN_AUGMENTATION,
-        name=f"{name} · baseline from scratch",
+        name=baseline_run_name(config),
         extra={k: v for k, v in config.extra.items() if k not in (EXTRA_SWEEP, EXTRA_ROLE)}
         | {EXTRA_BASELINE_OF: run_id},
     )

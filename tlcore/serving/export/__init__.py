@@ -4,7 +4,10 @@
 reloads what it wrote with that format's own runtime (Keras, ``tf.saved_model.load``,
 the TFLite interpreter, ONNX Runtime) and runs it on sample images of the run's dataset
 (held-out images first), comparing with the Keras model: the share of images whose top
-class agrees and the largest difference in any probability are recorded per format.
+class agrees and the largest difference in any probability are recorded per format, with
+whether they pass its `AgreementCheck` (float formats: every top class agrees and no
+probability differs by more than 0.001; int8: top-1 agreement of at least 95% and no
+probability more than 0.15 off).
 
 Everything goes into one zip, written atomically into ``<run>/exports/``::
 
@@ -48,8 +51,11 @@ from tlcore.serving.export.bundle import (
 )
 from tlcore.serving.export.formats import (
     EXPORT_FORMATS,
+    FLOAT_CHECK,
     FORMAT_FILES,
     FORMATS,
+    INT8_CHECK,
+    AgreementCheck,
     ExportFormat,
     FormatResult,
     available_formats,
@@ -73,15 +79,18 @@ from tlcore.serving.export.writers import (
 
 __all__ = [
     "EXPORT_FORMATS",
+    "FLOAT_CHECK",
     "FORMATS",
     "FORMAT_FILES",
     "INPUT_NAME",
+    "INT8_CHECK",
     "LAYERS_MODULE_FILE",
     "ONNX_OPSET",
     "PREPROCESSING_TEXT",
     "REPRESENTATIVE_SAMPLES",
     "SPLIT_PREFERENCE",
     "VERIFY_SAMPLES",
+    "AgreementCheck",
     "ExportError",
     "ExportFormat",
     "ExportResult",

@@ -30,6 +30,7 @@ from tlcore.serving.export.formats import (
     MODEL_CARD_JSON,
     MODEL_CARD_MARKDOWN,
     USAGE_FILE,
+    AgreementCheck,
     FormatResult,
     check_formats,
     usage_order,
@@ -201,14 +202,22 @@ def _sample_images(dataset, size: int, count: int, seed: int) -> tuple[np.ndarra
     return x, f"{count} random images (the run's dataset is not in this workspace)"
 
 
-def _agreement(reference: np.ndarray, probs: np.ndarray) -> dict:
+def agreement(reference: np.ndarray, probs: np.ndarray, check: AgreementCheck) -> dict:
+    """How a format's probabilities agree with the Keras model's on the same images, and
+    whether that passes ``check`` (the thresholds are recorded with the verdict)."""
     probs = np.asarray(probs, dtype=np.float32)
     diff = np.abs(probs - reference)
+    top1 = float(np.mean(probs.argmax(-1) == reference.argmax(-1)))
+    worst = float(diff.max())
     return {
         "samples": len(reference),
-        "top1_match_rate": float(np.mean(probs.argmax(-1) == reference.argmax(-1))),
-        "max_abs_prob_diff": float(diff.max()),
+        "top1_match_rate": top1,
+        "max_abs_prob_diff": worst,
         "mean_abs_prob_diff": float(diff.mean()),
+        "passed": check.passes(top1, worst),
+        "min_top1_match_rate": check.min_top1,
+        "max_abs_prob_diff_allowed": check.max_prob_diff,
+        "rule": check.rule,
     }
 
 
@@ -254,7 +263,7 @@ def _export_one(key: str, job: ExportJob, reference: np.ndarray) -> FormatResult
         files=files,
         size_bytes=sum(_size_of(folder / name) for name in files),
         seconds=round(time.perf_counter() - started, 2),
-        agreement=_agreement(reference, probs),
+        agreement=agreement(reference, probs, fmt.check),
         runtime=fmt.runtime,
     )
 

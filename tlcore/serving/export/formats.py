@@ -3,8 +3,9 @@
 Each row says everything the package knows about a format: its name for people, the
 files it puts into the bundle (main file first), the function that writes them, the
 one that reloads the main file with the format's own runtime to check it, what that
-runtime is, the input dtype the exported model takes, whether it can be made here, and
-its place in the bundle's ``usage.py``. `FORMATS`, `FORMAT_FILES` and
+runtime is, the input dtype the exported model takes, what agreement with the Keras model
+it must reach to pass its check (`AgreementCheck`), whether it can be made here, and its
+place in the bundle's ``usage.py``. `FORMATS`, `FORMAT_FILES` and
 `available_formats` are read off the table; the writers live in
 `tlcore.serving.export.writers`. The names of the bundle's other files are here too.
 """
@@ -33,6 +34,59 @@ def _available() -> str | None:
 
 
 @dataclass(frozen=True)
+class AgreementCheck:
+    """What a format must reach against the Keras model, on the same sample images, to pass.
+
+    Both must hold: the format's top class is the Keras model's on at least ``min_top1`` of
+    the images, AND no probability of any class on any image differs by more than
+    ``max_prob_diff``.
+
+    Attributes:
+        min_top1: the least share of images whose top class agrees (0–1).
+        max_prob_diff: the largest absolute difference allowed in any probability.
+        why: the reason for these values, for people.
+    """
+
+    min_top1: float
+    max_prob_diff: float
+    why: str
+
+    def passes(self, top1_match_rate: float, max_abs_prob_diff: float) -> bool:
+        return top1_match_rate >= self.min_top1 and max_abs_prob_diff <= self.max_prob_diff
+
+    @property
+    def rule(self) -> str:
+        """The rule in words: "top-1 agreement ≥ 95% and max. probability difference ≤ 0.15"."""
+        top1 = (
+            "the same top class on every image"
+            if self.min_top1 >= 1
+            else f"top-1 agreement ≥ {self.min_top1:.0%}"
+        )
+        return f"{top1} and max. probability difference ≤ {self.max_prob_diff:g}"
+
+
+# A float export computes what the Keras model computes, in float32: only the order of
+# rounding differs (measured: under 1e-5), so every top class must agree and a difference
+# of 0.001 already means a different computation (a layer missing, other preprocessing).
+FLOAT_CHECK = AgreementCheck(
+    min_top1=1.0,
+    max_prob_diff=1e-3,
+    why="the same float32 computation: only rounding may differ",
+)
+# int8 rounds weights and activations to 256 levels. Post-training quantization usually
+# costs a network about 1 point of accuracy, so at most 1 image in 20 may change class, and
+# no class's probability may move by more than 15 points on any image: a bigger change
+# alters the model's confidence enough to change decisions taken on a threshold. (With
+# the 32 sample images: at most one may disagree.)
+INT8_CHECK = AgreementCheck(
+    min_top1=0.95,
+    max_prob_diff=0.15,
+    why="int8 rounding costs a little: at most 1 image in 20 may change class, and no "
+    "probability may move by more than 0.15",
+)
+
+
+@dataclass(frozen=True)
 class ExportFormat:
     """One export format.
 
@@ -45,6 +99,8 @@ class ExportFormat:
             returns its probabilities for the images ``x`` (float32 pixels 0–255).
         runtime: what `checker` reloads it with, for people.
         input_dtype: the dtype of the exported model's input (default ``"float32"``).
+        check: the agreement with the Keras model it must reach to pass (default
+            `FLOAT_CHECK`: the same computation, so the same answers).
         unavailable: why it cannot be made here (missing packages); None: it can.
         usage_preference: its place among the bundle's formats in ``usage.py``, whose
             default is the first one in the bundle (lower first).
@@ -57,6 +113,7 @@ class ExportFormat:
     checker: Callable[[Path, np.ndarray], np.ndarray]
     runtime: str
     input_dtype: str = "float32"
+    check: AgreementCheck = FLOAT_CHECK
     unavailable: Callable[[], str | None] = _available
     usage_preference: int = 0
 
@@ -103,6 +160,7 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
             checker=writers.check_tflite,
             runtime="TensorFlow Lite interpreter (tf.lite)",
             input_dtype="uint8",
+            check=INT8_CHECK,
             usage_preference=4,
         ),
         ExportFormat(
@@ -136,7 +194,10 @@ class FormatResult:
         size_bytes: their total size.
         seconds: time to convert and check it.
         agreement: ``{"samples", "top1_match_rate", "max_abs_prob_diff",
-            "mean_abs_prob_diff"}`` against the Keras model on the same images.
+            "mean_abs_prob_diff", "passed", "min_top1_match_rate", "max_abs_prob_diff_allowed",
+            "rule"}`` against the Keras model on the same images: the measures, whether
+            they pass the format's `AgreementCheck`, its two thresholds and its rule in
+            words.
         error: why the format could not be made (then nothing else is set).
         runtime: what it was reloaded and checked with.
     """
@@ -153,6 +214,11 @@ class FormatResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def passed(self) -> bool:
+        """Made, and its agreement with the Keras model passes the format's check."""
+        return self.ok and bool(self.agreement.get("passed"))
 
 
 def available_formats() -> dict[str, str | None]:

@@ -143,9 +143,19 @@ def model_card_markdown(card: dict) -> str:
     if "alpha" in card["backbone"]:
         backbone += f" (alpha {card['backbone']['alpha']})"
     metrics = card["metrics"] or {}
+    made = [f for f in card["formats"] if not f.get("error")]
+    checks: dict = {}
+    for f in made:  # one line per check, naming the formats it applies to
+        check = EXPORT_FORMATS[f["format"]].check
+        checks.setdefault(check, []).append(f["label"])
     return render(
         MODEL_CARD_TEMPLATE,
         card=card,
+        checks=[
+            {"formats": labels, "rule": check.rule, "why": check.why}
+            for check, labels in checks.items()
+        ],
+        failed_checks=[f["label"] for f in made if not f["agreement"].get("passed")],
         size=card["input"]["shape"][1],
         backbone=backbone,
         keep_rule=metrics.get("keep_rule") or "the model saved at the end of training",
