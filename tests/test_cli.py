@@ -230,3 +230,67 @@ def test_kill_and_resume_from_the_cli(ws, tiny_dataset):
     assert resumed.returncode == 0, resumed.stderr
     final = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert final["status"] == "finished" and final["metrics"]["epochs_completed"] == 6
+
+
+# -- train --from: a run's settings again -------------------------------------------------
+def test_train_from_a_run_queues_its_settings_again(ws, tiny_dataset, monkeypatch, capsys):
+    from tlcore.store import jobs
+
+    monkeypatch.setattr(jobs, "schedule", lambda ws: [])  # queued, no worker
+    original = runs.create_run(ws, tiny_config(tiny_dataset, name="colours", seed=9, epochs=4))
+    argv = ["--workspace", str(ws.root), "train", "--from", original.id, "--detach"]
+    assert cli.main([*argv, "--set", "epochs=3", "--set", "dense_units=8"]) == 0
+    started = json.loads(capsys.readouterr().out)
+    assert started["status"] == "queued" and started["run_id"] != original.id
+    config = runs.read_run(ws, started["run_id"]).config
+    assert config.name == "colours (again)" and config.seed == 9 and config.backbone == "SmallCNN"
+    assert (config.epochs, config.dense_units) == (3, (8,))
+    assert config.extra["trained_again_from"] == original.id
+
+
+def test_train_from_refuses_what_it_cannot_do_with_exit_code_2(ws, tiny_dataset, capsys):
+    original = runs.create_run(ws, tiny_config(tiny_dataset, name="colours"))
+    base = ["--workspace", str(ws.root), "train"]
+    with pytest.raises(SystemExit) as info:  # two sources of settings: a usage error
+        cli.main([*base, "--from", original.id, "--config", "run.json"])
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    for extra, said in (
+        (["--from", "20260101-000000-00000aa"], "No run with id '20260101-000000-00000aa'"),
+        (["--from", original.id, "--dataset", "ghost"], "No dataset named 'ghost'"),
+        (["--from", original.id, "--set", "epochs=many"], "epochs='many'"),
+        (["--from", original.id, "--set", "epochs"], "key=value"),
+        (["--from", original.id, "--preset", "seeds"], "--preset would replace them"),
+    ):
+        assert cli.main([*base, *extra]) == 2, extra
+        assert said in capsys.readouterr().err, extra
+    (original.dir / runs.CONFIG_FILE).write_text("{broken", encoding="utf-8")
+    assert cli.main([*base, "--from", original.id]) == 2
+    assert f"Run {original.id}'s settings cannot be read" in capsys.readouterr().err
+    assert [r.id for r in runs.list_runs(ws)] == [original.id]  # nothing was queued
+
+
+def test_runs_show_gives_both_learning_rates_of_a_two_phase_schedule(ws, capsys):
+    config = tiny_config("tiny", strategy="two_phase", epochs=3, fine_tune_epochs=2)
+    record = runs.create_run(ws, config.replace(learning_rate=1e-3, fine_tune_learning_rate=1e-5))
+    assert cli.main(["--workspace", str(ws.root), "runs", "show", record.id]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["schedule"] == "3 + 2 epochs · batch 8 · lr 0.001, then 1e-05"
+
+
+@pytest.mark.slow
+def test_train_from_trains_a_real_run_in_the_foreground(ws, tiny_dataset):
+    original = runs.create_run(ws, tiny_config(tiny_dataset, name="colours", epochs=3))
+    runs.set_state(ws, original.id, runs.RUNNING)  # ended: the queue does not take it
+    runs.set_state(ws, original.id, runs.CANCELLED)
+    result = tlcore(ws, "train", "--from", original.id, "--set", "epochs=1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    final = json.loads(lines[0])
+    assert final["status"] == "finished" and final["metrics"]["epochs_completed"] == 1
+    record = runs.read_run(ws, final["run_id"])
+    assert record.config.name == "colours (again)" and record.config.epochs == 1
+    assert (record.dir / runs.MODEL_FILE).exists()
+    again = runs.read_run(ws, original.id)  # the original is untouched
+    assert again.state == runs.CANCELLED and again.config == original.config

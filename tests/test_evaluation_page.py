@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO_ROOT, tiny_config
+from tlcore.config import RunConfig
 from tlcore.data import datasets
 from tlcore.evaluation import compare, evaluate, stats
 from tlcore.fileio import atomic_write_json
@@ -200,3 +201,17 @@ def test_a_really_trained_run_renders_without_exception(ws, tiny_dataset):
     at = open_page(ws)
     assert "Confusion matrix" in _text(at)
     assert len(at.tabs) == 4
+
+
+def test_train_again_fills_the_model_form_with_the_shown_runs_settings(ws, tiny_dataset):
+    config = tiny_config(tiny_dataset, name="shown", epochs=4, learning_rate=2e-3)
+    record = runs.create_run(ws, config)
+    runs.set_state(ws, record.id, runs.RUNNING)
+    runs.set_state(ws, record.id, runs.FINISHED, summary={"epochs_completed": 4})
+    at = open_page(ws, {"run": record.id})
+    at.button(key="evaluation_train_again").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.text_input(key="mf_name").value == "shown (again)"
+    assert at.number_input(key="mf_epochs").value == 4
+    assert at.selectbox(key="mf_backbone").value == "SmallCNN"
+    assert RunConfig.from_dict(at.session_state["run_config"]).learning_rate == 2e-3

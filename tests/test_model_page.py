@@ -410,3 +410,30 @@ def test_uploaded_weights_are_stored_by_content_and_checked(ws):
         form_state.save_uploaded_weights(ws, "fake.h5", b"PK\x03\x04 a zip")
     with pytest.raises(ValueError, match=r"must end in .weights.h5, .h5 or .hdf5"):
         form_state.save_uploaded_weights(ws, "weights.pkl", data)
+
+
+def test_prefill_from_run_puts_its_settings_where_the_form_reads_them(ws, tiny_dataset, tmp_path):
+    from tests.conftest import tiny_config, write_class_folders
+    from tlcore.data import datasets
+
+    record = runs.create_run(ws, tiny_config(tiny_dataset, name="colours", epochs=4))
+    session = {form_state.APPLIED_KEY: record.config.to_dict()}
+    config = form_state.prefill_from_run(ws, record.id, session=session)
+    assert config.name == "colours (again)"
+    assert session["run_config"] == config.to_dict()
+    assert form_state.APPLIED_KEY not in session  # the form is seeded from it even so
+    assert session[form_state.PREFILLED_KEY] == (record.id, None)
+    # Another dataset, given by id: the form's choice shows its name.
+    other = datasets.import_folder(
+        ws, write_class_folders(tmp_path / "o", {"a": 8, "b": 8}), name="other"
+    )
+    form_state.prefill_from_run(ws, record.id, other.id, session=session)
+    assert session["run_config"]["dataset"] == "other"
+    with pytest.raises(datasets.DatasetError, match="ghost"):
+        form_state.prefill_from_run(ws, record.id, "ghost", session=session)
+    # The run's own dataset is gone: the newest one is filled in, and the page says so.
+    datasets.delete_dataset(ws, tiny_dataset)
+    form_state.prefill_from_run(ws, record.id, session=session)
+    assert session["run_config"]["dataset"] == "other"
+    _, note = session[form_state.PREFILLED_KEY]
+    assert f"*{tiny_dataset}* is no longer in this workspace" in note

@@ -1,18 +1,24 @@
 """From progress events to what the Training page shows: phases, epochs, ETA, history, errors."""
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
 
+from tlcore.config import RunConfig
 from tlcore.store import runs
 from tlcore.training.progress import (
     ENDED,
+    ETA_SMOOTHING,
+    ETA_STEP_LIMIT,
     TRAINING,
     WAITING,
     format_ago,
     format_duration,
     format_metric,
+    schedule_label,
     seconds_between,
+    smoothed_epoch_seconds,
     strategy_label,
     summarize_progress,
 )
@@ -237,3 +243,81 @@ def test_strategy_label():
     assert strategy_label("two_phase", 2, "blocks") == "Two-phase · top 2 blocks"
     assert strategy_label("fine_tune_top", 1, "layers") == "Fine-tune the top 1 layer"
     assert strategy_label("feature_extraction", 2) == "Feature extraction"
+
+
+# -- a smooth ETA -------------------------------------------------------------------------
+def _etas(epochs: list[tuple[float, float]], batches: int = 10, poll_s: float = 1.0):
+    """The whole-run ETA a page polling every ``poll_s`` shows over a simulated run, with
+    the true time left: ``epochs`` are (training, validation) seconds; a batch event after
+    every batch, its ``eta_s`` as `ProgressLogger` computes it."""
+    timeline = [(0.0, _phase(1, 1, "training the head", len(epochs)))]
+    start = 0.0
+    for epoch, (train, val) in enumerate(epochs, start=1):
+        for b in range(1, batches + 1):
+            elapsed = train * b / batches
+            event = _batch(epoch, b, batches, eta=elapsed / b * (batches - b))
+            timeline.append((start + elapsed, event))
+        start += train + val
+        timeline.append((start, _epoch(epoch, seconds=train + val)))
+    shown, now = [], 0.0
+    while now < start:
+        events = [event for when, event in timeline if when <= now]
+        shown.append((now, summarize_progress(events, total_epochs=len(epochs)).eta_s, start - now))
+        now += poll_s
+    return shown
+
+
+def test_one_slow_epoch_moves_the_pace_by_a_bounded_step():
+    jumpy = [10, 10, 10, 30, 10, 10, 10, 31, 9, 11, 10]
+    paces = [smoothed_epoch_seconds(jumpy[:n]) for n in range(1, len(jumpy) + 1)]
+    step = ETA_SMOOTHING * (ETA_STEP_LIMIT - 1)  # 15%
+    for before, after in itertools.pairwise(paces):
+        assert after / before <= 1 + step + 1e-9
+        assert before / after <= 1 + step + 1e-9
+    assert paces[-1] == pytest.approx(10, rel=0.15)  # back near the usual pace
+    # A lasting change of pace is followed within a few epochs.
+    slower = smoothed_epoch_seconds([10, 10, 10] + [20] * 8)
+    assert slower == pytest.approx(20, rel=0.1)
+    assert smoothed_epoch_seconds([]) is None
+    assert smoothed_epoch_seconds([None, 0, float("nan"), 12.0]) == 12.0
+
+
+def test_the_eta_only_goes_down_when_every_epoch_takes_as_long():
+    shown = _etas([(8, 2)] * 6)
+    # From the first completed epoch on, the pace is known: the ETA never rises.
+    known = [eta for now, eta, _ in shown if now >= 10 and eta is not None]
+    assert len(known) > 40
+    assert all(b <= a for a, b in itertools.pairwise(known))
+    assert known[-1] < 3
+
+
+def test_a_slow_epoch_does_not_make_the_eta_jump():
+    # Epochs of 8 s of training and 2 s of validation; epoch 4 validates for 22 s.
+    shown = _etas([(8, 2)] * 3 + [(8, 22)] + [(8, 2)] * 4)
+    known = [eta for now, eta, _ in shown if now >= 10 and eta is not None]
+    step = ETA_SMOOTHING * (ETA_STEP_LIMIT - 1)
+    for before, after in itertools.pairwise(known):
+        # Up by at most 15% once, after the slow epoch (the mean of the last three epochs
+        # rose by 67% there); down about as fast as the time passes, so no drop when the
+        # slow epoch is forgotten (that mean dropped 9.5 s in a second, three times).
+        assert after <= before * (1 + step) + 0.05
+        assert before - after <= 2.5
+    assert sum(after > before for before, after in itertools.pairwise(known)) == 1
+    assert known[-1] < 3
+
+
+def test_the_schedule_names_every_phases_learning_rate():
+    two = RunConfig(
+        dataset="d",
+        strategy="two_phase",
+        head_search=False,
+        epochs=4,
+        fine_tune_epochs=2,
+        learning_rate=1e-3,
+        fine_tune_learning_rate=1e-5,
+    )
+    assert schedule_label(two) == "4 + 2 epochs · batch 32 · lr 0.001, then 1e-05"
+    assert schedule_label(two.replace(fine_tune_epochs=0)) == "4 epochs · batch 32 · lr 0.001"
+    one = two.replace(strategy="full_fine_tune", learning_rate=3e-4, batch_size=16)
+    assert schedule_label(one) == "4 epochs · batch 16 · lr 0.0003"
+    assert schedule_label(RunConfig(dataset="d")) == "cross-validated head · batch 32"

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, tiny_config
 from tlcore.config import RunConfig
 from tlcore.store import jobs, runs
 from tlcore.training.progress import EpochRow
@@ -334,3 +334,38 @@ def test_curves_are_built_once_per_epoch_and_shared_by_every_poll():
     assert fig.to_dict() == fresh.to_dict()
     later = (*history, EpochRow(epoch=3, phase=1, **EPOCH_LOGS[3]))
     assert shared_training_curve_figure(later, *args) is not fig  # an epoch ended: redrawn
+
+
+def test_train_again_fills_the_model_form_with_the_runs_settings(ws, tiny_dataset):
+    config = tiny_config(
+        tiny_dataset,
+        name="Colours",
+        strategy="two_phase",
+        epochs=3,
+        fine_tune_epochs=2,
+        fine_tune_learning_rate=3e-5,
+        dense_units=(16,),
+        seed=11,
+    )
+    record = runs.create_run(ws, config)
+    runs.set_state(ws, record.id, runs.RUNNING)
+    runs.set_state(ws, record.id, runs.FAILED, error="out of memory")
+    at = open_training(record.id)
+    at.button(key="train_again").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.text_input(key="mf_name").value == "Colours (again)"
+    assert at.radio(key="mf_strategy").value == "two_phase"
+    assert at.number_input(key="mf_fine_tune_epochs").value == 2
+    assert at.number_input(key="mf_seed").value == 11
+    assert at.text_input(key="mf_dense_units").value == "16"
+    assert any("The settings of run *Colours*" in i.value for i in at.info)
+    submitted = RunConfig.from_dict(at.session_state["run_config"])
+    assert submitted.fine_tune_learning_rate == 3e-5 and submitted.backbone == "SmallCNN"
+
+
+def test_the_schedule_of_a_two_phase_run_gives_both_learning_rates(ws):
+    record = make_run(ws, runs.QUEUED, name="Two rates")
+    at = open_training(record.id)
+    # _config: two-phase, 2 + 2 epochs at the defaults 1e-3, then 1e-5.
+    shown = page_text(at).replace("\u2011", "-")  # "1e-05" is kept on one line
+    assert "2 + 2 epochs · batch 32 · lr 0.001, then 1e-05" in shown

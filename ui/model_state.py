@@ -19,15 +19,18 @@ from tlcore.config import (
     MAX_IMAGE_SIZE,
     RunConfig,
 )
+from tlcore.data import datasets
 from tlcore.fileio import atomic_write_bytes
 from tlcore.model.registry import BACKBONES, BackboneSpec
 from tlcore.model.strategies import STRATEGY_TABLE
 from tlcore.model.weights import imagenet_weights_status
+from tlcore.store import runs
 from tlcore.store.workspace import Workspace
-from tlcore.training import presets
+from tlcore.training import clone, presets
 
 RUN_CONFIG_KEY = "run_config"  # the last valid config; other pages may put one here to prefill
 APPLIED_KEY = "_mf_applied"  # the config the widgets were last seeded from or produced
+PREFILLED_KEY = "_mf_prefilled"  # (run id, note or None): the form was just filled from a run
 BEFORE_SCRATCH_KEY = "_mf_weights_before_scratch"
 UPLOAD_NAMES_KEY = "_mf_upload_names"  # stored path → the name the file was uploaded as
 UPLOAD_ERROR_KEY = "_mf_upload_error"
@@ -354,6 +357,68 @@ def seed_state(session: MutableMapping, dataset_names: list[str]) -> None:
     for name, value in defaults.items():
         if name not in session:
             session[name] = value
+
+
+def prefill_from_run(
+    ws: Workspace,
+    run_id: str,
+    dataset: str | None = None,
+    *,
+    session: MutableMapping | None = None,
+) -> RunConfig:
+    """Fills the Model page's form with run ``run_id``'s settings ("Train again with these
+    settings"); the form shows them, editable, the next time the Model page runs.
+
+    The settings are `tlcore.training.clone.config_from_run`'s: every setting of the run,
+    with a new name ("... (again)"), outside the run's sweep or baseline, the same seed.
+    When the run's own dataset is no longer in the workspace (and no ``dataset`` is
+    given), the newest dataset is filled in instead and the page says so.
+
+    Args:
+        ws: the workspace.
+        run_id: the run to copy; any state.
+        dataset: train on this dataset instead (a name or an id); default None, the run's.
+        session: the session state to fill; default ``st.session_state``.
+
+    Returns:
+        The configuration put into the form.
+
+    Raises:
+        tlcore.store.runs.RunNotFoundError: there is no such run.
+        ValueError: its ``config.json`` cannot be read (`clone.CloneError`), or ``dataset``
+            names no dataset (`tlcore.data.datasets.DatasetError`); each says what to do.
+    """
+    session = st.session_state if session is None else session
+    note = None
+    try:
+        config = clone.config_from_run(ws, run_id, dataset=dataset)
+    except datasets.DatasetError:
+        available = [s.name for s in datasets.list_datasets(ws) if not s.is_broken]
+        if dataset is not None or not available:
+            raise
+        gone = runs.read_run(ws, run_id).config.dataset
+        config = clone.config_from_run(ws, run_id, dataset=available[0])
+        note = (
+            f"Its dataset *{gone}* is no longer in this workspace, so *{available[0]}* is "
+            "filled in: choose the dataset to train on."
+        )
+    data = config.to_dict() | {"dataset": _form_dataset(ws, config.dataset)}
+    session[RUN_CONFIG_KEY] = data
+    session.pop(APPLIED_KEY, None)  # shown even when the form last showed these very values
+    session[PREFILLED_KEY] = (run_id, note)
+    return config
+
+
+def _form_dataset(ws: Workspace, name_or_id: str) -> str:
+    """The value the form's dataset choice (dataset names) shows for ``name_or_id``: its
+    name when that name opens this very dataset (its newest version), else as given."""
+    try:
+        chosen = datasets.load_dataset(ws, name_or_id)
+        if datasets.load_dataset(ws, chosen.name).id == chosen.id:
+            return chosen.name
+    except (ValueError, OSError):
+        pass
+    return name_or_id
 
 
 def normalize_state(session: MutableMapping, dataset_names: list[str]) -> None:

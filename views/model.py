@@ -387,6 +387,23 @@ def _wait_for_preview(config: RunConfig, num_classes: int) -> None:
     poll()
 
 
+def _prefilled_notice() -> None:
+    """Once, after "Train again with these settings": whose settings the form shows."""
+    prefilled = st.session_state.pop(form_state.PREFILLED_KEY, None)
+    if not prefilled:
+        return
+    run_id, note = prefilled
+    try:
+        title = runs.read_run(ws, run_id).title
+    except runs.RunNotFoundError:
+        title = run_id
+    text = (
+        f"**The settings of run *{title}*** (`{run_id}`) are filled in below. Change what you "
+        "like, then **Start training**: it trains as a new run."
+    )
+    st.info(f"{text}  \n{note}" if note else text, icon=":material/replay:")
+
+
 # -- the page --------------------------------------------------------------------------------
 ws = workspace()
 page_header(
@@ -405,6 +422,7 @@ else:
     names = list(summaries)
     form_state.seed_state(st.session_state, names)
     form_state.normalize_state(st.session_state, names)
+    _prefilled_notice()
     finished = [
         r
         for r in runs.list_runs(ws)

@@ -27,6 +27,7 @@ from tlcore.training.progress import (
     format_ago,
     format_duration,
     format_metric,
+    schedule_label,
     seconds_between,
     strategy_label,
     summarize_progress,
@@ -44,6 +45,7 @@ from ui.common import (
     state_badge,
     workspace,
 )
+from ui.train_again import train_again_button
 
 LIVE_REFRESH_S = 1.5
 QUEUE_REFRESH_S = 4.0
@@ -121,7 +123,7 @@ def _queue_row(record: runs.RunRecord, selected: str, *, prefix: str = "") -> No
     is_selected = record.id == selected
     with st.container(border=is_selected, gap="xxsmall"):
         clicked = st.button(
-            f"{prefix}{record.title}",
+            f"{prefix}{record.short_title}",  # the caption below names the dataset
             key=f"pick_{record.id}",
             icon=STATE_ICONS.get(record.state, ":material/circle:"),
             type="tertiary",
@@ -212,17 +214,9 @@ def _header(record: runs.RunRecord) -> None:
                 strategy_label(cfg.strategy, cfg.unfreeze, cfg.unfreeze_unit),
                 ":material/ac_unit:",
             )
-            fact(
-                facts[3],
-                "Schedule",
-                (
-                    f"cross-validated head · batch {cfg.batch_size}"
-                    if cfg.searches_head
-                    else f"{cfg.total_epochs} epochs · batch {cfg.batch_size} · "
-                    f"lr {cfg.learning_rate:g}"
-                ),
-                ":material/tune:",
-            )
+            # A non-breaking hyphen: "1e-05" wraps as one word in the narrow column.
+            schedule = schedule_label(cfg).replace("e-", "e\u2011")
+            fact(facts[3], "Schedule", schedule, ":material/tune:")
 
 
 def _actions(record: runs.RunRecord) -> None:
@@ -256,8 +250,6 @@ def _actions(record: runs.RunRecord) -> None:
         )
     ):
         _resume(record, override)
-    if state == runs.FAILED:
-        st.page_link(PAGES["model"], label="Change settings", icon=":material/tune:")
     if state == runs.FINISHED:
         st.page_link(
             PAGES["evaluation"],
@@ -265,6 +257,7 @@ def _actions(record: runs.RunRecord) -> None:
             icon=":material/insights:",
             query_params={QUERY_PARAM: record.id},
         )
+    train_again_button(ws, record, key="train_again")
 
 
 def _cancel(record: runs.RunRecord, override: bool) -> None:
@@ -374,8 +367,9 @@ def _notice(record: runs.RunRecord, progress: RunProgress) -> None:
         st.error(
             f"**Training failed after {done} of {total} epochs.** {reason}\n\n"
             "**What to do:** fix the cause above (on the Dataset or Model page), then start a "
-            "new run. A failed run cannot be resumed; the best model it saved, if any, is kept "
-            "in its folder.",
+            "new run: **Train again with these settings** fills the Model page with this run's. "
+            "A failed run cannot be resumed; the best model it saved, if any, is kept in its "
+            "folder.",
             icon=":material/error:",
         )
         _worker_log(record.dir)

@@ -24,11 +24,18 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from tlcore.config import RunConfig
 from tlcore.model.strategies import STRATEGY_LABELS as STRATEGY_TABLE_LABELS
+from tlcore.model.strategies import training_phases
 
 METRIC_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
-# How many recent epochs of the current phase estimate the time of the epochs still to run.
-ETA_WINDOW_EPOCHS = 3
+# The pace behind the ETA: an exponentially weighted mean of the current phase's epoch times
+# (validation and checkpoints included), each new epoch's time first limited to within
+# ETA_STEP_LIMIT times the pace so far. One slow epoch (a long validation, a model write, the
+# first epoch's tracing) so moves the pace by at most ETA_SMOOTHING * (ETA_STEP_LIMIT - 1) =
+# 15% up or 10% down, and a lasting change of pace is followed within a few epochs.
+ETA_SMOOTHING = 0.3
+ETA_STEP_LIMIT = 1.5
 DIVERGENCE_GROWTH = 10.0  # a last-epoch loss this many times the first epoch's ...
 DIVERGENCE_CHANCE_FACTOR = 10.0  # ... and this many times chance's loss, log(classes) ...
 DIVERGENCE_ABSOLUTE_LOSS = 1e3  # ... or at least this: the training diverged
@@ -377,16 +384,60 @@ def _announced_total(phases: dict[int, PhaseInfo]) -> int:
     return 0
 
 
+def smoothed_epoch_seconds(
+    durations, *, smoothing: float = ETA_SMOOTHING, step_limit: float = ETA_STEP_LIMIT
+) -> float | None:
+    """The pace of epochs to come, from the times of epochs done, without jumps.
+
+    An exponentially weighted mean: each epoch's seconds (after the first, which starts the
+    estimate) are first limited to within ``step_limit`` times the estimate so far, then
+    weighted by ``smoothing``. So one epoch that took three times as long moves the pace by
+    at most ``smoothing * (step_limit - 1)`` (15% with the defaults), while a lasting change
+    of pace is followed within a few epochs.
+
+    Args:
+        durations: seconds of completed epochs, oldest first; values that are not positive
+            finite numbers are skipped.
+        smoothing: the weight of the newest epoch, default `ETA_SMOOTHING` (0.3).
+        step_limit: how many times the estimate an epoch counts as at most (and one over it
+            at least), default `ETA_STEP_LIMIT` (1.5).
+
+    Returns:
+        Seconds per epoch, or None when no duration is usable.
+    """
+    estimate = None
+    for seconds in durations:
+        if not _finite(seconds) or seconds <= 0:
+            continue
+        if estimate is None:
+            estimate = float(seconds)
+            continue
+        bounded = min(max(float(seconds), estimate / step_limit), estimate * step_limit)
+        estimate += smoothing * (bounded - estimate)
+    return estimate
+
+
 def _with_eta(progress: RunProgress) -> RunProgress:
-    """Adds the whole run's ETA: this epoch's rest plus the remaining epochs at recent pace."""
+    """Adds the whole run's ETA: this epoch's rest plus the remaining epochs at the recent pace.
+
+    The rest of the epoch in progress blends the pace of earlier epochs with this epoch's
+    own batches, trusting the latter more as the epoch goes on (both reach 0 at its end), so
+    the ETA does not jump up when an epoch starts, nor down when its first batches are fast.
+    """
     if progress.stage != TRAINING or progress.total_epochs <= 0:
         return progress
     in_epoch = progress.current_epoch is not None
     remaining = progress.total_epochs - progress.epochs_done - (1 if in_epoch else 0)
-    per_epoch = _seconds_per_epoch(progress)
+    pace = _phase_pace(progress)
     if in_epoch and progress.epoch_eta_s is None:
         return progress
-    eta = progress.epoch_eta_s if in_epoch else 0.0
+    eta = 0.0
+    if in_epoch:
+        eta = progress.epoch_eta_s
+        if pace is not None:
+            fraction = progress.epoch_fraction
+            eta = (1 - fraction) * pace * (1 - fraction) + fraction * progress.epoch_eta_s
+    per_epoch = pace if pace is not None else _pace_of_this_epoch(progress)
     if remaining > 0:
         if per_epoch is None:
             return progress
@@ -396,18 +447,18 @@ def _with_eta(progress: RunProgress) -> RunProgress:
     return replace(progress, eta_s=round(eta, 1))
 
 
-def _seconds_per_epoch(progress: RunProgress) -> float | None:
+def _phase_pace(progress: RunProgress) -> float | None:
+    """Seconds per epoch of the current phase so far (`smoothed_epoch_seconds`)."""
     phase = progress.phase.index if progress.phase else None
-    recent = [
-        r.seconds
-        for r in progress.history
-        if _finite(r.seconds) and r.seconds > 0 and (phase is None or r.phase == phase)
-    ][-ETA_WINDOW_EPOCHS:]
-    if recent:
-        return sum(recent) / len(recent)
+    return smoothed_epoch_seconds(
+        r.seconds for r in progress.history if phase is None or r.phase == phase
+    )
+
+
+def _pace_of_this_epoch(progress: RunProgress) -> float | None:
+    """The whole epoch in progress's time, from how long its rest will take."""
     fraction = progress.epoch_fraction
     if progress.epoch_eta_s is not None and 0 < fraction < 1:
-        # Time of the whole epoch from how long its rest will take.
         return progress.epoch_eta_s / (1 - fraction)
     return None
 
@@ -444,6 +495,21 @@ def strategy_label(strategy: str, unfreeze: int | None = None, unit: str = "bloc
         joiner = " " if label.endswith(" the top") else " · top "
         label += f"{joiner}{unfreeze} {noun}"
     return label
+
+
+def schedule_label(config: RunConfig) -> str:
+    """How the run trains, in words, with the learning rate of every phase.
+
+    ``"6 epochs · batch 32 · lr 0.001"``; a two-phase run gives both phases' epochs and
+    rates, ``"4 + 2 epochs · batch 32 · lr 0.001, then 1e-05"``; a head chosen by
+    cross-validation, ``"cross-validated head · batch 32"``.
+    """
+    if config.searches_head:
+        return f"cross-validated head · batch {config.batch_size}"
+    phases = training_phases(config)
+    epochs = " + ".join(str(p.epochs) for p in phases)
+    rates = ", then ".join(f"{p.learning_rate:g}" for p in phases)
+    return f"{epochs} epochs · batch {config.batch_size} · lr {rates}"
 
 
 def _parse_time(text: str | None) -> datetime | None:
