@@ -193,3 +193,86 @@ def test_a_camera_picture_is_classified_like_an_upload(ws):
     assert not at.exception, [e.value for e in at.exception]
     assert "**Camera picture**" in _markdown(at)
     assert len(at.image) == 2
+
+
+def test_the_same_picture_given_twice_is_classified_once_and_said_to_be_there(ws):
+    run_id, _ = make_finished_run(ws)
+    at = open_predict(run_id)
+    red, green = _png_bytes(), _png_bytes(color=(40, 200, 60))
+    at.file_uploader(key="predict_uploads").set_value(
+        [
+            ("red.png", red, "image/png"),
+            ("green.png", green, "image/png"),
+            ("red.png", red, "image/png"),  # the same photo uploaded again
+            ("red copy.png", red, "image/png"),  # and under another name
+        ]
+    )
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "2 of 2 images classified" in _markdown(at)
+    (table,) = at.dataframe
+    assert list(table.value["File"]) == ["red.png", "green.png"]
+    notes = " ".join(i.value for i in at.info)
+    assert "**red.png** is already added" in notes
+    assert "**red copy.png** is already added (as *red.png*)" in notes
+
+
+def _finished_export(ws, run_id: str, result: dict) -> None:
+    """An export task of this run that ended with ``result``, reported by this process as
+    the export's own process reports it (nothing is converted)."""
+    import unittest.mock
+
+    from tlcore.store import jobs
+
+    with unittest.mock.patch.object(jobs, "start_cli", lambda *a, **k: None):
+        task = tasks.start(ws, run_id, "export", ["export", run_id])
+    with tasks.TaskReporter(ws, run_id, task.id) as report:
+        report.finish(result)
+
+
+def test_an_export_says_what_each_check_demands_and_which_fell_short(ws):
+    from tlcore.serving.export import FLOAT_CHECK, INT8_CHECK
+    from tlcore.serving.export.bundle import agreement
+
+    run_id, _ = make_finished_run(ws, dataset="gone")
+    bundle = ws.run_dir(run_id) / "exports" / f"{run_id}_export_20260101-000000.zip"
+    bundle.parent.mkdir()
+    bundle.write_bytes(b"PK\x05\x06" + b"\0" * 18)  # an empty zip
+    reference = np.tile([[0.7, 0.2, 0.1]], (32, 1))
+    int8 = reference.copy()
+    int8[:5] = [0.3, 0.6, 0.1]  # 5 of 32 images change class: 84% agree, 0.4 apart
+    formats = [
+        ("tflite", "TensorFlow Lite (float32)", reference + 1e-6, FLOAT_CHECK),
+        ("tflite-int8", "TensorFlow Lite (int8)", int8, INT8_CHECK),
+    ]
+    result = {
+        "bundle": str(bundle),
+        "agreement_measured_on": "32 images of the test split of dataset 'tiny'",
+        "formats": [
+            {
+                "format": key,
+                "label": label,
+                "files": [f"{key}.tflite"],
+                "size_bytes": 1000,
+                "agreement": agreement(reference, probs, check),
+                "error": None,
+            }
+            for key, label, probs, check in formats
+        ],
+    }
+    _finished_export(ws, run_id, result)
+    at = open_predict(run_id)
+    frame = next(d.value for d in at.dataframe if "Format" in d.value.columns)
+    assert list(frame["Check"]) == ["✓ passed", "✗ did not pass"]
+    warnings = " ".join(w.value for w in at.warning)
+    assert "**TensorFlow Lite (int8) did not pass its check:** top-1 agreement 84.4%" in warnings
+    assert "(needs ≥ 95%)" in warnings and "(allowed ≤ 0.15)" in warnings
+    rules = " ".join(c.value for c in at.caption)
+    assert (
+        "TensorFlow Lite (float32): the same top class on every image and max. probability "
+        "difference ≤ 0.001" in rules
+    )
+    assert (
+        "TensorFlow Lite (int8): top-1 agreement ≥ 95% and max. probability difference ≤ 0.15"
+        in rules
+    )

@@ -3,8 +3,10 @@
 The model is loaded once per run and model hash (``st.cache_resource``, shared by every
 session) after `tlcore.model.model_store` has checked the file against the hash recorded when
 training saved it. Predictions, Grad-CAM overlays and batch results are kept in the
-session, so moving a widget does not redo work. An export runs as a background task in its
-own process (`tlcore.store.tasks`); the page follows it and any tab shows its bundle.
+session, so moving a widget does not redo work. The live camera (`ui.live_camera`) sends one
+frame at a time and reruns only its own fragment per frame. An export runs as a background
+task in its own process (`tlcore.store.tasks`); the page follows it and any tab shows its
+bundle.
 """
 
 from __future__ import annotations
@@ -19,15 +21,16 @@ import streamlit as st
 from tlcore.data import archives, images
 from tlcore.model import model_store
 from tlcore.model.weights import WeightsMismatchError
-from tlcore.serving import export, predict
-from tlcore.store import runs, tasks
+from tlcore.serving import predict
+from tlcore.store import runs
 from tlcore.store.workspace import Workspace
 from tlcore.training import kept_model
 from ui import shared_folders
 from ui.charts import CHART_CONFIG
-from ui.common import empty_state, human_bytes, page_header, workspace
+from ui.common import empty_state, page_header, workspace
 from ui.predict_charts import class_counts_figure, top_k_figure
-from ui.task_view import follow
+from ui.predict_export import render_export_tab
+from ui.predict_live import render_live_tab
 
 QUERY_PARAM = "run"
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"]
@@ -35,8 +38,6 @@ WEIGHTS_TYPES = ["h5", "hdf5", "keras"]
 MAX_DETAILED = 12  # images shown with chart and heatmap; the table lists them all
 DISPLAY_SIDE = 360  # pixels of the longer side of the pictures shown
 HEATMAP_ALPHA = 0.55
-DEFAULT_FORMATS = ["keras", "tflite"]
-RECENT_BUNDLES = 5
 CHART_CLASSES = 15  # most frequent classes drawn in a batch's chart
 KEY = "predict_"  # prefix of this page's session keys
 
@@ -151,12 +152,37 @@ def _other_weights(record: runs.RunRecord) -> predict.Predictor | None:
 
 
 # -- single images -----------------------------------------------------------------------
-def _sources(uploads, camera) -> list[tuple[str, str, bytes]]:
-    """``(id, name, bytes)`` of every picture given, uploads first."""
-    found = [(u.file_id, u.name, u.getvalue()) for u in uploads or []]
+def _sources(uploads, camera) -> tuple[list[tuple[str, str, bytes]], list[tuple[str, str]]]:
+    """``(id, name, bytes)`` of every distinct picture given, uploads first, and for each
+    picture given again (the same bytes, whatever its name) ``(its name, the name it was
+    first added as)``: a picture is classified and shown once."""
+    given = [(u.file_id, u.name, u.getvalue()) for u in uploads or []]
     if camera is not None:
-        found.append((camera.file_id, "Camera picture", camera.getvalue()))
-    return found
+        given.append((camera.file_id, "Camera picture", camera.getvalue()))
+    found, repeats, first_name = [], [], {}
+    for source in given:
+        digest = hashlib.sha256(source[2]).hexdigest()
+        if digest in first_name:
+            repeats.append((source[1], first_name[digest]))
+        else:
+            first_name[digest] = source[1]
+            found.append(source)
+    return found, repeats
+
+
+def _say_repeats(repeats: list[tuple[str, str]]) -> None:
+    """Says which pictures were given twice, rather than listing them twice."""
+    if not repeats:
+        return
+    items = [
+        f"**{name}** is already added" + ("" if name == first else f" (as *{first}*)")
+        for name, first in repeats
+    ]
+    st.info(
+        "; ".join(items) + ". The same picture is classified once; remove the repeat from "
+        "the list above if you like.",
+        icon=":material/content_copy:",
+    )
 
 
 def _predictions(predictor, model_id: str, sources, top_k: int) -> list[predict.Prediction]:
@@ -253,7 +279,8 @@ def _images_tab(predictor, model_id: str) -> None:
         top_k = st.number_input("Classes per image", 1, max_k, min(3, max_k), key=f"{KEY}top_k")
         use_camera = st.toggle("Use the camera", key=f"{KEY}camera_on")
     camera = st.camera_input("Take a picture", key=f"{KEY}camera") if use_camera else None
-    sources = _sources(uploads, camera)
+    sources, repeats = _sources(uploads, camera)
+    _say_repeats(repeats)
     if not sources:
         st.caption(
             ":material/info: Drop images here to classify them. Each gets its top classes and "
@@ -404,131 +431,6 @@ def _batch_results(stored: dict) -> None:
         )
 
 
-# -- export ------------------------------------------------------------------------------
-def _export_tab(record: runs.RunRecord) -> None:
-    available = export.available_formats()
-    chosen = st.multiselect(
-        "Formats",
-        [f for f in export.FORMATS if available[f] is None],
-        default=DEFAULT_FORMATS,
-        format_func=lambda f: export.FORMATS[f],
-        key=f"{KEY}formats_{record.id}",
-        help="Every format is reloaded with its own runtime and compared with the Keras "
-        "model on sample images before it goes into the bundle.",
-    )
-    for fmt, reason in available.items():
-        if reason:
-            st.caption(f":material/block: {export.FORMATS[fmt]} is not available: {reason}")
-    st.caption(
-        "The bundle is a zip with the chosen formats, a model card (`model_card.md`, "
-        "`model_card.json`), the class names and `usage.py`. Every format takes raw RGB "
-        "pixels 0–255; the preprocessing is inside the model."
-    )
-    task = tasks.latest(ws, record.id, "export")
-    if task is not None and task.active:
-        with st.container(border=True):
-            st.markdown("**:material/package_2: Exporting…**")
-            st.caption(
-                "Every format is converted, reloaded with its own runtime and checked, in the "
-                "background: you can leave this page and come back."
-            )
-            follow(task)
-        return
-    if st.button(
-        "Build export bundle",
-        type="primary",
-        icon=":material/package_2:",
-        disabled=not chosen,
-        key=f"{KEY}export",
-    ):
-        args = ["export", record.id, "--format", ",".join(chosen)]
-        try:
-            tasks.start(ws, record.id, "export", args)
-        except (ValueError, LookupError, OSError) as exc:
-            st.error(f"**Could not start the export.** {exc}", icon=":material/error:")
-        else:
-            st.rerun()
-    just_made = None
-    if task is not None and task.failed:
-        st.error(f"**Export failed.** {task.message}", icon=":material/error:")
-    elif task is not None and task.result.get("bundle"):
-        bundle = Path(task.result["bundle"])
-        if bundle.exists():
-            just_made = bundle
-            _export_result(bundle, task.result)
-    _earlier_bundles(record, just_made)
-
-
-def _export_result(bundle: Path, result: dict) -> None:
-    """The newest bundle and how each of its formats agreed with the Keras model."""
-    formats = result.get("formats") or []
-    with st.container(border=True):
-        made = sum(1 for f in formats if not f.get("error"))
-        st.markdown(
-            f"**:material/package_2: {bundle.name}** :gray[· {made} of {len(formats)} formats]"
-        )
-        problems = any(f.get("error") for f in formats)
-        rows = []
-        for f in formats:
-            agreement = f.get("agreement") or {}
-            ok = not f.get("error")
-            row = {
-                "Format": f.get("label") or export.FORMATS.get(f["format"], f["format"]),
-                "Files": ", ".join(f.get("files") or []) if ok else "—",
-                "Size": human_bytes(f.get("size_bytes") or 0) if ok else "—",
-                "Top-1 agreement": agreement.get("top1_match_rate"),
-                "Max. probability difference": agreement.get("max_abs_prob_diff"),
-            }
-            if problems:
-                row["Problem"] = f.get("error") or ""
-            rows.append(row)
-        st.dataframe(
-            pd.DataFrame(rows),
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "Top-1 agreement": st.column_config.NumberColumn(format="percent"),
-                "Max. probability difference": st.column_config.NumberColumn(format="%.2g"),
-                "Problem": st.column_config.TextColumn(width="large"),
-            },
-        )
-        note = f"Agreement with the Keras model, measured on {result.get('agreement_measured_on')}."
-        if any(f["format"] == "tflite-int8" and not f.get("error") for f in formats):
-            note += " The int8 model is quantized, so small differences are expected."
-        st.caption(note)
-        st.download_button(
-            "Download bundle",
-            bundle.read_bytes(),
-            file_name=bundle.name,
-            mime="application/zip",
-            type="primary",
-            icon=":material/download:",
-            key=f"{KEY}download_new",
-        )
-
-
-def _earlier_bundles(record: runs.RunRecord, just_made: Path | None) -> None:
-    bundles = [b for b in export.list_exports(record.dir) if b != just_made]
-    if not bundles:
-        return
-    with st.expander(f"Earlier exports ({len(bundles)})", icon=":material/history:"):
-        for bundle in bundles[:RECENT_BUNDLES]:
-            card = export.bundle_summary(bundle)
-            formats = ", ".join(f["label"] for f in card.get("formats", []) if not f["error"])
-            name_col, button_col = st.columns([4, 1], vertical_alignment="center")
-            name_col.markdown(
-                f"`{bundle.name}` :gray[· {human_bytes(bundle.stat().st_size)} · {formats}]"
-            )
-            button_col.download_button(
-                "Download",
-                bundle.read_bytes(),
-                file_name=bundle.name,
-                mime="application/zip",
-                icon=":material/download:",
-                key=f"{KEY}download_{bundle.name}",
-            )
-
-
 # -- the page ----------------------------------------------------------------------------
 ws = workspace()
 page_header(
@@ -564,11 +466,18 @@ with classes_col, st.expander(f"Classes ({len(predictor.classes)})", icon=":mate
     st.markdown(", ".join(f"`{c}`" for c in predictor.classes))
 model_id = f"{record.id}:{predictor.source}:{predictor.model_sha256}"
 
-images_tab, batch_tab, export_tab = st.tabs(
-    [":material/image: Images", ":material/folder_zip: Batch", ":material/package_2: Export"]
+images_tab, live_tab, batch_tab, export_tab = st.tabs(
+    [
+        ":material/image: Images",
+        ":material/videocam: Live camera",
+        ":material/folder_zip: Batch",
+        ":material/package_2: Export",
+    ]
 )
 with images_tab:
     _images_tab(predictor, model_id)
+with live_tab:
+    render_live_tab(predictor, model_id)
 with batch_tab:
     _batch_tab(predictor, model_id)
 with export_tab:
@@ -578,4 +487,4 @@ with export_tab:
             icon=":material/info:",
         )
     else:
-        _export_tab(record)
+        render_export_tab(ws, record)
