@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -16,6 +17,18 @@ from tlcore.store import runs
 from tlcore.store.workspace import open_workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(condition, what: str, timeout: float, *, poll: float = 0.2, explain=lambda: ""):
+    """``condition()``'s first truthy value, polled; fails naming ``what`` (and ``explain()``)
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}. {explain()}")
 
 
 # Real-browser tests: Debian's Chromium driven by Playwright (no browser download). A

@@ -160,3 +160,33 @@ def test_the_training_page_warns_about_a_diverged_run(ws):
     assert not at.exception
     warnings = [w.value for w in at.warning]
     assert any("Training diverged." in w and "1.2e+05" in w for w in warnings), page_text(at)
+
+
+def test_evaluate_json_carries_the_divergence_warning(ws, tiny_dataset):
+    import json
+
+    from tests.conftest import tiny_config
+    from tests.test_cli import tlcore
+    from tlcore.data import datasets
+    from tlcore.fileio import atomic_write_json
+    from tlcore.model import model_store, models
+    from tlcore.store.run_layout import CLASSES_FILE
+
+    ds = datasets.load_dataset(ws, tiny_dataset)
+    config = tiny_config(tiny_dataset, learning_rate=10.0)
+    record = runs.create_run(ws, config)
+    model_store.save_model(models.build_model(config, 3), record.dir / runs.MODEL_FILE)
+    atomic_write_json(
+        record.dir / CLASSES_FILE,
+        {"classes": ds.classes, "dataset_id": ds.id, "dataset_hash": ds.content_hash},
+    )
+    warning = "The training loss grew from 2.1 (epoch 1) to 1.2e+05 (epoch 3): it diverged."
+    runs.set_state(ws, record.id, runs.RUNNING)
+    runs.set_state(ws, record.id, runs.FINISHED, summary={"divergence": warning})
+
+    out = tlcore(ws, "evaluate", record.id, "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["diverged"] is True and data["divergence_message"] == warning
+    plain = tlcore(ws, "evaluate", record.id)
+    assert f"WARNING: {warning}" in plain.stdout

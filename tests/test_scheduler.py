@@ -11,12 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, wait_until
 from tlcore.store import jobs, runs, scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,13 +43,7 @@ def _stop(proc: subprocess.Popen) -> int:
 
 
 def _wait(condition, what: str, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_until(condition, what, timeout)
 
 
 def _state(ws, run_id: str) -> str:

@@ -11,7 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+from tlcore.cli_datasets import cmd_datasets
 from tlcore.cli_output import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UserError,
     escape_control,
     fmt_metric,
     follow_run,
@@ -20,18 +25,13 @@ from tlcore.cli_output import (
     table,
 )
 from tlcore.cli_parser import build_parser
-from tlcore.config import RunConfig, apply_overrides
+from tlcore.config import RunConfig, apply_overrides, parse_override
 from tlcore.evaluation import stats
 from tlcore.fileio import StorageError, read_json
 from tlcore.store import jobs, runs, tasks
 from tlcore.store.workspace import open_workspace
 from tlcore.training import presets
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback."""
+from tlcore.training.progress import schedule_label
 
 
 def _final_line(record: runs.RunRecord) -> dict:
@@ -71,8 +71,27 @@ def config_from_args(ws, args) -> RunConfig:
     return config
 
 
+def _config_from_run(ws, args) -> RunConfig:
+    """The settings of run ``--from RUN`` with ``--dataset`` and ``--set`` applied."""
+    from tlcore.training import clone
+
+    if getattr(args, "preset", None):
+        raise UserError(
+            "--from takes every setting of the run; --preset would replace them. Leave out "
+            "--preset, or change single settings with --set KEY=VALUE."
+        )
+    overrides: dict[str, str] = {}
+    for item in args.set or []:
+        key, _ = parse_override(item)  # the error `train --set` gives for a bad one
+        overrides[key] = item.split("=", 1)[1].strip()
+    return clone.config_from_run(ws, args.from_run, dataset=args.dataset, overrides=overrides)
+
+
 def cmd_train(args, ws) -> int:
-    config = config_from_args(ws, args)
+    if getattr(args, "from_run", None):
+        config = _config_from_run(ws, args)
+    else:
+        config = config_from_args(ws, args)
     run_id = jobs.submit(ws, config)
     if args.detach:
         print_json({"run_id": run_id, "status": runs.read_run(ws, run_id).state})
@@ -135,6 +154,7 @@ def cmd_runs(args, ws) -> int:
                 "problem": record.problem,
                 "status": record.status.__dict__ if record.status else None,
                 "config": record.config.to_dict() if record.config else None,
+                "schedule": schedule_label(record.config) if record.config else None,
             }
         )
         return EXIT_OK
@@ -157,78 +177,6 @@ def cmd_runs(args, ws) -> int:
         print_json(_final_line(record))
         return EXIT_OK if record.state == runs.FINISHED else EXIT_FAILED
     raise UserError(f"unknown runs command {args.runs_cmd!r}")
-
-
-def cmd_datasets(args, ws) -> int:
-    from tlcore.data import datasets
-
-    if args.datasets_cmd == "list":
-        items = datasets.list_datasets(ws)
-        rows = [_dataset_row(d) for d in items]
-        if args.json:
-            print_json(rows)
-        elif not rows:
-            print("No datasets yet. Import one: `python -m tlcore datasets import --demo`.")
-        else:
-            print(table(rows, ["id", "name", "classes", "images", "problem"]))
-        return EXIT_OK
-    if args.datasets_cmd == "show":
-        ds = datasets.load_dataset(ws, args.name)
-        print_json({"manifest": ds.manifest, "report": ds.report})
-        return EXIT_OK
-    if args.datasets_cmd == "delete":
-        if not args.yes:
-            raise UserError(
-                f"Deleting dataset {args.name!r} cannot be undone; add --yes to confirm."
-            )
-        datasets.delete_dataset(ws, args.name)
-        print_json({"deleted": args.name})
-        return EXIT_OK
-    # import
-    options = datasets.ImportOptions(
-        val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
-        seed=args.seed,
-        mode=args.mode,
-    )
-    progress = stderr_progress("Importing")
-    if args.demo:
-        ds = datasets.import_demo(ws, progress=progress)
-    elif args.zip:
-        ds = datasets.import_zip(
-            ws, Path(args.zip), name=args.name, options=options, progress=progress
-        )
-    elif args.folder:
-        ds = datasets.import_folder(
-            ws, Path(args.folder), name=args.name, options=options, progress=progress
-        )
-    elif args.keras:
-        ds = datasets.import_keras_dataset(
-            ws, args.keras, max_per_class=args.max_per_class, progress=progress
-        )
-    else:
-        raise UserError("Say what to import: --demo, --zip FILE, --folder DIR or --keras NAME.")
-    print_json(
-        {
-            "id": ds.id,
-            "name": ds.name,
-            "classes": ds.classes,
-            "images": ds.num_images,
-            "already_existed": bool(getattr(ds, "already_existed", False)),
-        }
-    )
-    return EXIT_OK
-
-
-def _dataset_row(item) -> dict:
-    manifest = getattr(item, "manifest", None) or {}
-    return {
-        "id": getattr(item, "id", manifest.get("id", "")),
-        "name": getattr(item, "name", manifest.get("name", "")),
-        "classes": len(manifest.get("classes", [])),
-        "images": manifest.get("num_images", ""),
-        "problem": getattr(item, "problem", "") or "",
-    }
 
 
 # -- evaluation, sweeps and baselines ---------------------------------------------------
@@ -258,15 +206,18 @@ def _evaluate(args, ws, task: tasks.TaskReporter | None) -> int:
         result = evaluate.ensure_evaluation(
             ws, args.run_id, dataset=args.dataset, progress=progress
         )
+    record = runs.read_run(ws, args.run_id)
+    divergence = ((record.status.summary if record.status else None) or {}).get("divergence")
+    headline = json.loads(evaluate.summary_json(result, divergence))
     if task is not None:
-        task.finish(json.loads(evaluate.summary_json(result)))
+        task.finish(headline)
     written = {}
     if args.report:
         written = run_report.export_report(
             ws, args.run_id, args.report, dataset_id=result.dataset_id
         )
     if args.json:
-        data = json.loads(evaluate.summary_json(result))
+        data = headline
         data["report"] = {k: str(v) for k, v in written.items()} or None
         print_json(data)
         return EXIT_OK
@@ -287,6 +238,8 @@ def _evaluate(args, ws, task: tasks.TaskReporter | None) -> int:
     if found:
         message = stats.collapse_message(found, result.class_names, result.split_label)
         print("  WARNING: " + escape_control(message))
+    if divergence:
+        print("  WARNING: " + escape_control(divergence))
     print(f"  stored in {result.folder}")
     for key, path in written.items():
         print(f"  {key} written to {path}")

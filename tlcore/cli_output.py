@@ -11,6 +11,12 @@ from tlcore.store import jobs, runs
 from tlcore.store.studio_log import escape_control
 from tlcore.training.progress import format_duration, summarize_progress
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback (exit code 2)."""
+
 
 def print_json(obj) -> None:
     """One JSON object on stdout, keys sorted (scripts parse it)."""

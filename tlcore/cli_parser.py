@@ -11,9 +11,19 @@ import argparse
 from tlcore.training import presets
 
 
-def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    """The options `config_from_args` reads."""
-    parser.add_argument("--config", help="a JSON run configuration")
+def _add_config_args(parser: argparse.ArgumentParser, *, from_run: bool = False) -> None:
+    """The options `config_from_args` reads; ``from_run`` adds ``--from RUN`` (train only),
+    which excludes ``--config``."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--config", help="a JSON run configuration")
+    if from_run:
+        source.add_argument(
+            "--from",
+            dest="from_run",
+            metavar="RUN",
+            help="train again with the settings of run RUN (a new run; --dataset and --set "
+            "change them)",
+        )
     parser.add_argument(
         "--set",
         action="append",
@@ -71,14 +81,46 @@ def build_parser() -> argparse.ArgumentParser:
     p_del = ds_sub.add_parser("delete", help="delete a dataset (runs keep their records)")
     p_del.add_argument("name")
     p_del.add_argument("--yes", action="store_true", help="confirm")
+    p_ver = ds_sub.add_parser("versions", help="a dataset's versions and what each changed")
+    p_ver.add_argument("name")
+    p_ver.add_argument("--json", action="store_true", help="print JSON")
+    p_chg = ds_sub.add_parser(
+        "change",
+        help="make a new version: exclude images, move them to another class, add images",
+        description="Make a new version of a dataset; the version changed stays as it was "
+        "(runs keep the version they trained on). PATH is as inside the dataset, e.g. "
+        "train/bees/123.jpg (see `datasets suspects` or `datasets show`). The dataset's name "
+        "then means the new version.",
+    )
+    p_chg.add_argument("name", help="the dataset (a name means its newest version)")
+    p_chg.add_argument("--exclude", action="append", metavar="PATH", help="repeatable")
+    p_chg.add_argument("--move", action="append", metavar="PATH=CLASS", help="repeatable")
+    p_chg.add_argument("--add", action="append", metavar="CLASS=FILE", help="repeatable")
+    p_chg.add_argument("--note", help="why (shown in the versions list)")
+    p_sus = ds_sub.add_parser(
+        "suspects",
+        help="list images that are likely mislabelled, most suspicious first",
+        description="Out-of-fold class probabilities from a frozen pretrained backbone's "
+        "features (k-fold logistic regression) ranked by confident learning (cleanlab). "
+        "Prints {path, given, suggested, score} rows; score = 1 - the probability the "
+        "given class received.",
+    )
+    p_sus.add_argument("name")
+    p_sus.add_argument("--backbone", default="MobileNetV2", help="default MobileNetV2")
+    p_sus.add_argument(
+        "--alpha", type=float, default=None, help="default 0.35 for MobileNetV2, else 1.0"
+    )
+    p_sus.add_argument("--json", action="store_true", help="print a JSON list")
+    p_sus.add_argument("--task", help=argparse.SUPPRESS)  # the app's background task id
 
     p_train = sub.add_parser(
         "train",
         help="start a training run",
-        description="Start a training run. Fields come from --config, then --set overrides, "
+        description="Start a training run. Fields come from --config (or --from RUN: an "
+        "earlier run's settings, with a new name and outside its sweep), then --set overrides, "
         "e.g. --set backbone=MobileNet --set alpha=0.25 --set epochs=5.",
     )
-    _add_config_args(p_train)
+    _add_config_args(p_train, from_run=True)
     p_train.add_argument(
         "--detach",
         action="store_true",

@@ -261,7 +261,9 @@ def made_by(owner: str | None, verb: str) -> str | None:
     return f"{verb} by {owner_text(owner)}"
 
 
-def may_change(owner: str | None, what: str, *, key: str) -> tuple[bool, bool, bool]:
+def may_change(
+    owner: str | None, what: str, *, key: str, verbs: str = "stop, resume or delete"
+) -> tuple[bool, bool, bool]:
     """Whether the current person may change a ``what`` that ``owner`` owns.
 
     A member who may not is told whose it is and who can. An admin acting on someone
@@ -276,7 +278,7 @@ def may_change(owner: str | None, what: str, *, key: str) -> tuple[bool, bool, b
         who = f"{owner} or an admin" if owner else "an admin"
         st.caption(
             f":material/lock: This {what} belongs to {owner_text(owner)}: only {who} can "
-            "stop, resume or delete it."
+            f"{verbs} it."
         )
         return False, False, False
     if not access.needs_override(actor, owner):

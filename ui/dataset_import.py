@@ -30,6 +30,7 @@ from ui import dataset_view as view
 from ui import shared_folders
 from ui.auth import current_owner
 from ui.common import human_bytes
+from ui.dataset_camera import capture_photos
 
 GENERATION_KEY = "dataset_upload_generation"  # bumped after an import to empty the uploaders
 CLASS_ROWS_KEY = "dataset_class_rows"
@@ -281,6 +282,17 @@ def _classes_tab(ws: Workspace, options: ImportOptions | None, on_imported: Impo
                 accept_multiple_files=True,
                 key=f"ds_class_files_{gen}_{row}",
             )
+            photos = []
+            with middle:
+                if st.toggle(
+                    "Take photos with the camera",
+                    key=f"ds_class_camera_{gen}_{row}",
+                    help="Each photo taken is added to this class; the camera is ready for "
+                    "the next one at once.",
+                ):
+                    photos = capture_photos(
+                        f"ds_cam_{gen}_{row}", f"A photo of {class_name or f'class {position}'}"
+                    )
             right.space("small")
             right.button(
                 "",
@@ -293,6 +305,7 @@ def _classes_tab(ws: Workspace, options: ImportOptions | None, on_imported: Impo
                 help="Remove this class" if len(rows) > 2 else "A classifier needs two classes",
             )
         class_name = class_name.strip()
+        uploaded = [*(uploaded or []), *photos]
         if not class_name and uploaded:
             unnamed.append(position)
         elif class_name in files:

@@ -8,6 +8,7 @@ here predicts.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import streamlit as st
 
@@ -279,12 +280,15 @@ def _cell_gallery(result: evaluate.EvaluationResult) -> None:
     _gallery(rows[:GALLERY_SIZE])
 
 
-def _gallery(rows) -> None:
+def _gallery(rows, under_each: Callable[[object], None] | None = None) -> None:
+    """Tiles of images with what the model said; ``under_each(row)`` adds controls below."""
     for start in range(0, len(rows), GALLERY_COLUMNS):
         columns = st.columns(GALLERY_COLUMNS)
         for column, row in zip(columns, rows[start : start + GALLERY_COLUMNS], strict=False):
             with column, st.container(border=True, gap="xsmall"):
                 _tile(row)
+                if under_each is not None:
+                    under_each(row)
 
 
 def _tile(row) -> None:
@@ -341,7 +345,9 @@ def overview(result: evaluate.EvaluationResult) -> None:
 
 
 # -- errors --------------------------------------------------------------------------
-def errors(result: evaluate.EvaluationResult) -> None:
+def errors(result: evaluate.EvaluationResult, fix: Callable[[object], None] | None = None) -> None:
+    """The most confidently wrong images (``fix(row)`` draws a fix choice under each) and the
+    most confused pairs."""
     interp = _interp(result)
     worst = interp.top_losses(GALLERY_SIZE)
     with st.container(border=True):
@@ -355,7 +361,7 @@ def errors(result: evaluate.EvaluationResult) -> None:
                 "model gave the least probability to the true class: look for mislabelled "
                 "images, and for classes that are genuinely hard to tell apart."
             )
-            _gallery(worst)
+            _gallery(worst, fix)
     pairs = interp.most_confused()
     with st.container(border=True):
         st.markdown("#### Most confused pairs")

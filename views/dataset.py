@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from tlcore.data import datasets
+from tlcore.data import datasets, versions
 from tlcore.data.datasets import Dataset, DatasetError, DatasetSummary
 from tlcore.store import runs
 from tlcore.store.access import NotAllowedError
@@ -27,13 +27,24 @@ from ui.common import (
     show_flash,
     workspace,
 )
+from ui.dataset_camera import render_add_photos
+from ui.dataset_fix import render_gallery, render_label_check
 from ui.dataset_import import render_import_panel
+from ui.dataset_versions import render_retrain_offer, render_versions
 
 SELECTED_KEY = "dataset"  # the dataset this session works on (its id); other pages read it
 QUERY_PARAM = "dataset"
 FLASH_KEY = "dataset_flash"
 IMPORTING_KEY = "dataset_importing"  # the import panel replaces the selected dataset
 MODEL_DATASET_KEY = "mf_dataset"  # the Model page's dataset box (ui.model_form.key("dataset"))
+SECTION_KEY = "ds_section"
+SECTIONS = {
+    "overview": ":material/analytics: Report",
+    "images": ":material/photo_library: Images",
+    "labels": ":material/manage_search: Likely mislabelled",
+    "versions": ":material/history: Versions",
+    "camera": ":material/photo_camera: Camera",
+}
 
 
 # -- state ---------------------------------------------------------------------------------
@@ -74,14 +85,41 @@ def _stop_importing() -> None:
     st.session_state[IMPORTING_KEY] = False
 
 
+def _new_version(dataset: Dataset, message: str) -> None:
+    """After a fix: the flash message, and the new version selected."""
+    flash(FLASH_KEY, "success", message)
+    remember_selection(SELECTED_KEY, QUERY_PARAM, dataset.id)
+    st.rerun()
+
+
+def _open_version(dataset_id: str) -> None:
+    remember_selection(SELECTED_KEY, QUERY_PARAM, dataset_id)
+    st.rerun()
+
+
+def _newest_versions(summaries: list[DatasetSummary]) -> list[DatasetSummary]:
+    """One row per dataset: its newest version (older ones are under Versions)."""
+    newest: dict[str, DatasetSummary] = {}
+    for s in summaries:
+        if s.is_broken:
+            continue
+        held = newest.get(s.lineage)
+        if held is None or (s.version, s.created_at) > (held.version, held.created_at):
+            newest[s.lineage] = s
+    return [s for s in summaries if not s.is_broken and newest.get(s.lineage) is s]
+
+
 # -- the list ------------------------------------------------------------------------------
 def _list_panel(summaries: list[DatasetSummary], selected: str | None, importing: bool) -> None:
-    good = [s for s in summaries if not s.is_broken]
+    good = _newest_versions(summaries)
     broken = [s for s in summaries if s.is_broken]
+    shown_lineage = next((s.lineage for s in summaries if s.id == selected), None)
     with st.container(border=True, gap="small"):
         st.markdown(f"**:material/photo_library: Datasets** :gray[({len(good)})]")
         for summary in good:
-            _list_row(summary, selected if not importing else None)
+            # An older version shown marks its dataset's row as selected.
+            mark = summary.id if summary.lineage == shown_lineage else selected
+            _list_row(summary, mark if not importing else None)
         if not good:
             st.caption("No usable dataset yet.")
         if broken:
@@ -114,8 +152,10 @@ def _list_row(summary: DatasetSummary, selected: str | None) -> None:
         if summary.is_broken:
             st.markdown(f":red-badge[damaged] :small[:gray[{_short_problem(summary)}]]")
         else:
+            version = f"v{summary.version} · " if summary.version > 1 else ""
             st.markdown(
-                f":small[:gray[{summary.num_images:,} images · {len(summary.classes)} classes · "
+                f":small[:gray[{version}{summary.num_images:,} images · "
+                f"{len(summary.classes)} classes · "
                 f"{view.source_text(summary.manifest, short=True)}]]"
             )
     if clicked and (not is_selected or st.session_state.get(IMPORTING_KEY)):
@@ -174,8 +214,16 @@ def _header(dataset: Dataset) -> None:
         if manifest.get("splits_given"):
             badges.append(":violet-badge[:material/call_split: splits from the source]")
         created = str(manifest.get("created_at", "")).replace("T", " ")[:16]
-        imported = f":gray[`{dataset.id}` · imported {created} UTC]"
-        if imported_by := auth.made_by(dataset.owner, "imported"):
+        made = "imported" if dataset.version == 1 else "made"
+        imported = f":gray[`{dataset.id}` · {made} {created} UTC]"
+        lineage = versions.versions(ws, dataset.id)
+        if len(lineage) > 1:
+            newest = lineage[-1].version
+            tag = "newest" if newest == dataset.version else f"older; the newest is v{newest}"
+            badges.append(f":blue-badge[:material/history: version {dataset.version} · {tag}]")
+            if dataset.version > 1:
+                badges.append(f":gray-badge[{versions.change_summary(manifest)}]")
+        if imported_by := auth.made_by(dataset.owner, made):
             imported += f" :gray[· {imported_by}]"
         st.markdown(" ".join([*badges, imported]))
         sizes = dataset.split_sizes()
@@ -283,11 +331,36 @@ def _detail(summary: DatasetSummary) -> None:
             "below come from its manifest. Import the images again to get the full report.",
             icon=":material/warning:",
         )
-    st.markdown("##### :material/fact_check: Checks")
-    view.render_checks(dataset.report)
-    st.markdown("##### :material/analytics: Report")
-    view.render_report_tabs(dataset)
-    _delete_zone(summary)
+    lineage = versions.versions(ws, dataset.id)
+    render_retrain_offer(ws, dataset, lineage)
+    labels = dict(SECTIONS)
+    if len(lineage) > 1:
+        labels["versions"] += f" ({len(lineage)})"
+    section = (
+        st.segmented_control(
+            "Section",
+            list(SECTIONS),
+            format_func=labels.get,
+            default="overview",
+            key=SECTION_KEY,
+            label_visibility="collapsed",
+        )
+        or "overview"
+    )
+    if section == "images":
+        render_gallery(ws, dataset, _new_version)
+    elif section == "labels":
+        render_label_check(ws, dataset, _new_version)
+    elif section == "versions":
+        render_versions(ws, dataset, lineage, _open_version)
+    elif section == "camera":
+        render_add_photos(ws, dataset, _new_version)
+    else:
+        st.markdown("##### :material/fact_check: Checks")
+        view.render_checks(dataset.report)
+        st.markdown("##### :material/analytics: Report")
+        view.render_report_tabs(dataset)
+        _delete_zone(summary)
 
 
 # -- the page ------------------------------------------------------------------------------

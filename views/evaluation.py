@@ -12,13 +12,15 @@ from __future__ import annotations
 import streamlit as st
 
 from tlcore.evaluation import evaluate, run_report
-from tlcore.store import runs, tasks
+from tlcore.store import run_layout, runs, tasks
 from tlcore.training.progress import format_ago, format_duration, strategy_label
 from ui import evaluation_compare as compare
 from ui import evaluation_results as results
 from ui.common import empty_state, fact, page_header, state_badge, workspace
 from ui.evaluation_compare import QUERY_PARAM, run_option
+from ui.evaluation_fix import fix_context, render_before_after, render_fix_bar
 from ui.task_view import follow
+from ui.train_again import train_again_button
 
 SELECTED_KEY = "evaluation_run"  # the run this session looks at; other pages may set it
 RUN_SELECT_KEY = "evaluation_run_select"
@@ -120,7 +122,7 @@ def _dataset_choice(record: runs.RunRecord) -> tuple[str | None, str, list[str]]
             what = evaluate.SPLIT_LABELS.get(manifest["split"], manifest["split"])
             own = " (trained on)" if manifest.get("own_dataset") else ""
             return f"{name}{own} · {what} · {manifest['summary']['accuracy']:.1%}"
-        own = dataset_id == own_id or name == record.config.dataset
+        own = dataset_id == own_id or (own_id is None and name == record.config.dataset)
         return f"{name}{' (trained on)' if own else ''} · not evaluated yet"
 
     if not ids:
@@ -188,7 +190,12 @@ def _report_html(run_id: str, dataset_id: str, created_at: str) -> str:
 def _evaluate_now(record: runs.RunRecord, dataset_id: str | None, dataset_name: str) -> None:
     """Offers to evaluate the run on the chosen dataset, in a background task (its own
     process), and follows a task already at it, started here or in another tab."""
-    own = dataset_id is None or dataset_name == record.config.dataset
+    trained_on = run_layout.trained_dataset_id(record.dir)
+    own = (
+        dataset_id is None
+        or dataset_id == trained_on
+        or (trained_on is None and dataset_name == record.config.dataset)
+    )
     key = "" if own else dataset_id
     task = tasks.latest(ws, record.id, "evaluate", key)
     failed = [e for e in runs.read_progress(record.dir) if e.get("event") == "evaluation_failed"]
@@ -268,7 +275,9 @@ else:
             )
         else:
             st.space("stretch")
+        train_again_button(ws, selected, key="evaluation_train_again")
         _downloads(selected, stored)
+    render_before_after(ws, selected)
     if stored is None:
         _evaluate_now(selected, dataset_id, dataset_name)
     overview, errors, curves, compare_tab = st.tabs(
@@ -283,7 +292,10 @@ else:
         with overview:
             results.overview(stored)
         with errors:
-            results.errors(stored)
+            fixes = fix_context(ws, selected, stored.dataset_id)
+            if fixes is not None and stored.metrics.accuracy < 1.0:
+                render_fix_bar(fixes)
+            results.errors(stored, fixes.controls if fixes is not None else None)
         with curves:
             results.curves(selected, stored)
     else:

@@ -141,6 +141,7 @@ class DatasetItem:
     width: int
     height: int
     mode: str = ""
+    rel_path: str = ""  # as inside the dataset: ``<split>/<class folder>/<file>``
 
 
 @dataclass
@@ -182,8 +183,23 @@ class DatasetReport:
         return asdict(self)
 
 
+class _Versioned:
+    """The version facts of anything with a dataset ``manifest``."""
+
+    manifest: dict[str, Any]
+
+    @property
+    def lineage(self) -> str:
+        """The id of the first version: every version of one dataset shares it."""
+        return lineage_of(self.manifest)
+
+    @property
+    def version(self) -> int:
+        return version_of(self.manifest)
+
+
 @dataclass(frozen=True)
-class DatasetSummary:
+class DatasetSummary(_Versioned):
     """A dataset as listed: its manifest, or the ``problem`` that keeps it from opening."""
 
     id: str
@@ -214,7 +230,16 @@ class DatasetSummary:
         return _owner_of(self.manifest)
 
 
-class Dataset:
+def lineage_of(manifest: dict[str, Any]) -> str:
+    return str(manifest.get("lineage") or manifest.get("id", ""))
+
+
+def version_of(manifest: dict[str, Any]) -> int:
+    version = manifest.get("version")
+    return version if isinstance(version, int) and version > 0 else 1
+
+
+class Dataset(_Versioned):
     """An imported dataset, read from its folder. Immutable; open with `load_dataset`.
 
     Attributes:
@@ -313,6 +338,10 @@ class Dataset:
 
     def _to_item(self, record: dict[str, Any], label_of: dict[str, int]) -> DatasetItem:
         stored = Path(record["path"])
+        if not stored.is_absolute() and stored.parts[:1] == (IMAGES_DIR,):
+            rel_path = Path(*stored.parts[1:]).as_posix()
+        else:  # index mode: the original file, wherever it is
+            rel_path = f"{record['split']}/{record['class']}/{stored.name}"
         return DatasetItem(
             path=stored if stored.is_absolute() else self.dir / stored,
             label=label_of[record["class"]],
@@ -322,6 +351,7 @@ class Dataset:
             width=int(record["width"]),
             height=int(record["height"]),
             mode=record.get("mode", ""),
+            rel_path=rel_path,
         )
 
 
@@ -451,8 +481,8 @@ def _resolve(ws: Workspace, name_or_id: str) -> DatasetSummary:
         [s for s in summaries if s.name == key],
         [s for s in summaries if s.name.casefold() == key.casefold()],
     ):
-        if len(matches) == 1:
-            return matches[0]
+        if matches and len({s.lineage for s in matches}) == 1:  # a name means its newest version
+            return max(matches, key=lambda s: (s.version, s.created_at))
         if len(matches) > 1:
             ids = ", ".join(s.id for s in matches)
             raise DatasetError(f"Several datasets are named {key!r} ({ids}); use the id instead.")
@@ -482,8 +512,9 @@ def _find_by_source(ws: Workspace, source: _Source) -> Dataset | None:
     return None
 
 
-def _unique_name(ws: Workspace, name: str) -> str:
-    taken = {s.name.casefold() for s in list_datasets(ws)}
+def _unique_name(ws: Workspace, name: str, lineage: str = "") -> str:
+    """``name``, or the first free "name (2)", … (versions of ``lineage`` share a name)."""
+    taken = {s.name.casefold() for s in list_datasets(ws) if not lineage or s.lineage != lineage}
     candidate, n = name, 1
     while candidate.casefold() in taken:
         n += 1
@@ -524,7 +555,7 @@ def _publish_folder(
         if existing is not None:
             return existing
         asked = manifest["name"]
-        name = _unique_name(ws, asked)
+        name = _unique_name(ws, asked, str(manifest.get("lineage") or ""))
         if name != asked:
             report.warnings.append(
                 f"A dataset named {asked!r} already exists with different images; "

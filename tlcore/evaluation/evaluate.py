@@ -242,6 +242,18 @@ def _is_own_dataset(record: runs.RunRecord, target, requested: str | None) -> bo
 
 def _plan_splits(ws: Workspace, record: runs.RunRecord, target, own: bool) -> tuple[list, str]:
     """Which items to evaluate, as ``[(split, items), ...]`` (the first is the headline)."""
+    if not own and _is_other_version(ws, record, target):
+        # Another version of the dataset it trained on (e.g. with labels fixed): a change
+        # keeps every image in its split, so its test split is still unseen by this run,
+        # and both runs are compared on the same images.
+        test = target.items("test")
+        if test:
+            note = (
+                f"The test split of version {target.version} of dataset {target.name!r} "
+                f"({len(test):,} images); the run trained on another version, whose images "
+                "keep their splits in this one."
+            )
+            return [("test", test)], note
     if not own:
         items = target.items()
         if not items:
@@ -277,6 +289,18 @@ def _plan_splits(ws: Workspace, record: runs.RunRecord, target, own: bool) -> tu
         "which say nothing about new images. Import it again with a test fraction above 0, "
         "or evaluate on another dataset."
     )
+
+
+def _is_other_version(ws: Workspace, record: runs.RunRecord, target) -> bool:
+    from tlcore.data import datasets
+
+    trained_on = _trained_dataset_id(record)
+    if not trained_on or trained_on == target.id:
+        return False
+    try:
+        return datasets.load_dataset(ws, trained_on).lineage == target.lineage
+    except (OSError, ValueError):
+        return False
 
 
 def _overlap_with_training(ws: Workspace, record: runs.RunRecord, items: Sequence) -> int:
@@ -426,12 +450,17 @@ def compatible_datasets(ws: Workspace, run_id: str) -> list[tuple[Any, str | Non
         except ValueError as exc:
             reason = str(exc)
         out.append((summary, reason))
-    out.sort(key=lambda pair: pair[0].id != own_id and pair[0].name != record.config.dataset)
+    # The version it trained on first (a name may since mean a newer version), then by name.
+    out.sort(key=lambda pair: (pair[0].id != own_id, pair[0].name != record.config.dataset))
     return out
 
 
-def summary_json(result: EvaluationResult) -> str:
-    """The stored evaluation's headline as one JSON object (for the CLI)."""
+def summary_json(result: EvaluationResult, divergence: str | None = None) -> str:
+    """The stored evaluation's headline as one JSON object (for the CLI).
+
+    ``divergence``: the run's divergence warning (its training loss blew up), if any; it is
+    reported beside the figures so a script reading them sees it too.
+    """
     metrics = result.summary()
     found = result.metrics.collapse
     return json.dumps(
@@ -447,6 +476,8 @@ def summary_json(result: EvaluationResult) -> str:
                 if found
                 else None
             ),
+            "diverged": divergence is not None,
+            "divergence_message": divergence,
             "run_id": result.run_id,
             "dataset": result.dataset_name,
             "dataset_id": result.dataset_id,

@@ -23,9 +23,11 @@ from pathlib import Path
 from tlcore.fileio import atomic_write_json, read_json
 from tlcore.store import jobs
 from tlcore.store.run_layout import TASKS_DIR
-from tlcore.store.workspace import Workspace
+from tlcore.store.workspace import Workspace, is_dataset_id
 
-KINDS = ("evaluate", "export")
+KINDS = ("evaluate", "export", "suspects")
+# A task belongs to a run (its id) or to a dataset ("dataset:<id>", see `dataset_subject`).
+DATASET_SUBJECT = "dataset:"
 STARTING, RUNNING, FINISHED, FAILED = "starting", "running", "finished", "failed"
 ACTIVE = (STARTING, RUNNING)
 START_TIMEOUT_S = 120.0  # a task that has not reported its process by then never started
@@ -77,8 +79,24 @@ class Task:
         return self.state == FAILED
 
 
+def dataset_subject(dataset_id: str) -> str:
+    """What a dataset's tasks are filed under, where a run's are under its id."""
+    return f"{DATASET_SUBJECT}{dataset_id}"
+
+
 def _folder(ws: Workspace, run_id: str) -> Path:
+    if run_id.startswith(DATASET_SUBJECT):
+        dataset_id = run_id.removeprefix(DATASET_SUBJECT)
+        if not is_dataset_id(dataset_id):
+            raise ValueError(f"Not a dataset id: {dataset_id!r}.")
+        return ws.cache_dir / "dataset-tasks" / dataset_id
     return ws.run_dir(run_id) / TASKS_DIR
+
+
+def _subject_exists(ws: Workspace, run_id: str) -> bool:
+    if run_id.startswith(DATASET_SUBJECT):
+        return ws.dataset_dir(run_id.removeprefix(DATASET_SUBJECT)).is_dir()
+    return ws.run_dir(run_id).is_dir()
 
 
 def _path(ws: Workspace, run_id: str, task_id: str) -> Path:
@@ -168,10 +186,10 @@ def start(ws: Workspace, run_id: str, kind: str, cli_args: list[str], *, key: st
     Returns:
         The new task (``starting``), or the active one with the same kind and key.
     """
-    if kind not in KINDS or not cli_args or cli_args[0] != kind:
+    if kind not in KINDS or kind not in cli_args[:2]:
         raise ValueError(f"A task runs one of {', '.join(KINDS)}; received {cli_args!r}.")
-    if not ws.run_dir(run_id).is_dir():
-        raise LookupError(f"No run {run_id!r} in this workspace.")
+    if not _subject_exists(ws, run_id):
+        raise LookupError(f"No run or dataset {run_id!r} in this workspace.")
     with jobs.scheduler_lock(ws):
         running = latest(ws, run_id, kind, key)
         if running is not None and running.active:

@@ -32,7 +32,7 @@ import numpy as np
 
 from tlcore.config import RunConfig
 from tlcore.fileio import atomic_write_bytes, atomic_write_json
-from tlcore.store import runs
+from tlcore.store import run_layout, runs
 from tlcore.store.run_layout import CLASSES_FILE, SOURCE_MODEL_FILE, WORKER_SCRATCH_DIR
 from tlcore.store.workspace import Workspace
 from tlcore.training import kept_model
@@ -121,11 +121,19 @@ def train_run(ws: Workspace, run_id: str) -> TrainResult:
     config, run_dir = record.config, record.dir
     runs.append_progress(run_dir, "run_start", resumes=record.status.resumes)
 
-    dataset = datasets.load_dataset(ws, config.dataset)
+    # A name means the dataset's newest version when the run first starts; from then on the
+    # run keeps that version (a resume after someone made a new one must not switch).
+    pinned = run_layout.trained_dataset_id(run_dir)
+    dataset = datasets.load_dataset(ws, pinned or config.dataset)
     classes = list(dataset.classes)
     atomic_write_json(
         run_dir / CLASSES_FILE,
-        {"classes": classes, "dataset_id": dataset.id, "dataset_hash": dataset.content_hash},
+        {
+            "classes": classes,
+            "dataset_id": dataset.id,
+            "dataset_hash": dataset.content_hash,
+            "dataset_version": dataset.version,
+        },
     )
     train_items = dataset.items("train")
     if not train_items:

@@ -1,0 +1,59 @@
+"""Photos taken with a camera (Chromium's fake camera stream) added to a class of a dataset
+as a new version, on the Dataset page in a real browser."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, streamlit_server, wait_for_app_idle
+from tlcore.data import datasets
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+@pytest.fixture(scope="module")
+def camera_browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *FAKE_CAMERA])
+        yield chromium
+        chromium.close()
+
+
+def _open(page, url: str) -> None:
+    page.goto(url)
+    wait_for_app_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+
+@pytest.mark.timeout(600)
+def test_photos_from_the_camera_are_added_to_a_class_as_a_new_version(
+    camera_browser, ws, tiny_dataset, tmp_path, screenshots
+):
+    dataset = datasets.load_dataset(ws, tiny_dataset)
+    with streamlit_server(ws.root, tmp_path / "server.log") as url:
+        page = camera_browser.new_page(viewport={"width": 1400, "height": 1000})
+        _open(page, f"{url}/dataset?dataset={dataset.id}")
+        page.get_by_role("radio", name="Camera").click()
+        wait_for_app_idle(page)
+        for taken in (1, 2):
+            take = page.get_by_role("button", name="Take Photo")
+            take.wait_for(timeout=60_000)
+            page.wait_for_timeout(1500)  # the fake stream's first frames
+            take.click()
+            page.get_by_text(f"{taken} photo{'s' if taken > 1 else ''} taken").wait_for(
+                timeout=60_000
+            )
+            wait_for_app_idle(page)
+        page.screenshot(path=str(screenshots / "camera_capture.png"), full_page=True)
+        target = dataset.classes[0]
+        page.get_by_role("button", name=f"Add 2 photo(s) to {target}").click()
+        page.get_by_text("Made version 2 of").wait_for(timeout=60_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.close()
+    newest = datasets.load_dataset(ws, tiny_dataset)
+    added = newest.manifest["changes"]["added"]
+    assert newest.version == 2 and len(added) == 2
+    assert {a["class"] for a in added} == {target}
