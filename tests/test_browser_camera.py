@@ -22,6 +22,23 @@ def camera_browser():
         chromium.close()
 
 
+def _take_photo(page, done_text: str, tries: int = 12) -> None:
+    """Clicks Take Photo until the page counts the photo: a fresh camera widget takes a
+    moment (longer on a loaded machine) before its stream gives a frame to capture."""
+    for _ in range(tries):
+        take = page.get_by_role("button", name="Take Photo")
+        take.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)  # the fake stream's first frames
+        take.click()
+        try:
+            page.get_by_text(done_text).wait_for(timeout=8_000)
+        except Exception:  # Playwright's TimeoutError: no frame captured yet, click again
+            continue
+        wait_for_app_idle(page)
+        return
+    raise AssertionError(f"the camera never gave a photo ({done_text!r} not shown)")
+
+
 def _open(page, url: str) -> None:
     page.goto(url)
     wait_for_app_idle(page)
@@ -39,14 +56,7 @@ def test_photos_from_the_camera_are_added_to_a_class_as_a_new_version(
         page.get_by_role("radio", name="Camera").click()
         wait_for_app_idle(page)
         for taken in (1, 2):
-            take = page.get_by_role("button", name="Take Photo")
-            take.wait_for(timeout=60_000)
-            page.wait_for_timeout(1500)  # the fake stream's first frames
-            take.click()
-            page.get_by_text(f"{taken} photo{'s' if taken > 1 else ''} taken").wait_for(
-                timeout=60_000
-            )
-            wait_for_app_idle(page)
+            _take_photo(page, f"{taken} photo{'s' if taken > 1 else ''} taken")
         page.screenshot(path=str(screenshots / "camera_capture.png"), full_page=True)
         target = dataset.classes[0]
         page.get_by_role("button", name=f"Add 2 photo(s) to {target}").click()
