@@ -152,4 +152,40 @@ def test_runs_of_an_earlier_version_can_be_retrained_on_the_new_one(ws, colours,
     assert f"ver_retrain::{record.id}" not in [b.key for b in at.button]
 
 
+def test_a_retrain_refused_by_the_servers_limits_says_why_and_starts_nothing(
+    ws, colours, monkeypatch
+):
+    from tests.conftest import tiny_config
+    from tlcore.fileio import atomic_write_json
+    from tlcore.store import jobs, quotas, run_layout, runs
+
+    monkeypatch.setattr(jobs, "schedule", lambda ws: [])
+    record = runs.create_run(ws, tiny_config("colours", name="first", epochs=5))
+    atomic_write_json(
+        record.dir / run_layout.CLASSES_FILE,
+        {"classes": colours.classes, "dataset_id": colours.id, "dataset_hash": "0" * 64},
+    )
+    runs.set_state(ws, record.id, runs.RUNNING)
+    runs.set_state(ws, record.id, runs.FINISHED, summary={"val_accuracy": 0.5})
+    path = colours.items("train")[0].rel_path
+    v2 = versions.make_version(ws, colours.id, versions.VersionChanges(excluded=(path,)))
+    monkeypatch.setenv(quotas.MAX_EPOCHS_ENV, "2")
+    at = open_dataset_page({"dataset": v2.id})
+    click(at, f"ver_retrain::{record.id}")
+    errors = "\n".join(e.value for e in at.error)
+    assert "The run did not start" in errors and "epochs" in errors
+    assert [r.id for r in runs.list_runs(ws)] == [record.id]
+
+
+def test_a_label_check_that_failed_says_why_and_offers_to_start_again(ws, colours, monkeypatch):
+    monkeypatch.setattr(tasks.jobs, "start_cli", lambda ws, *args, log: None)
+    subject = tasks.dataset_subject(colours.id)
+    task = tasks.start(ws, subject, "suspects", ["datasets", "suspects", colours.id])
+    tasks.TaskReporter(ws, subject, task.id).fail("The ImageNet weights are not on this machine.")
+    at = _section(open_dataset_page({"dataset": colours.id}), "labels")
+    errors = "\n".join(e.value for e in at.error)
+    assert "The check did not finish." in errors and "ImageNet weights" in errors
+    assert at.button(key="fix_check")  # and it can be started again
+
+
 __all__ = ["address", "shared_server", "users_env"]  # fixtures used above
