@@ -184,3 +184,29 @@ def test_a_warm_worker_is_handed_the_next_run(ws, tiny_dataset, one_slot):
     finally:
         assert _stop(proc) == 0
     _wait(lambda: not jobs.process_alive(warm_pid, None), "the used worker to end", 30)
+
+
+class _LiveProcess:
+    """Stands in for the warm worker's `subprocess.Popen`: alive, with a pid of our own."""
+
+    pid = os.getpid()
+
+    def poll(self):
+        return None
+
+
+def test_replacing_a_handed_over_warm_worker_keeps_the_run_it_was_handed(ws, monkeypatch):
+    # The run's starter claims the worker (.claimed), then writes the run id (.run); the
+    # scheduler may look in between or just after, before the worker has read the id.
+    folder = ws.cache_dir / jobs.WARM_DIR
+    folder.mkdir(parents=True)
+    me = _LiveProcess.pid
+    (folder / f"{me}.claimed").write_text("{}")
+    (folder / f"{me}.run").write_text("20261204-000000-abcdef0")
+    started = []
+    monkeypatch.setattr(jobs, "start_warm_worker", lambda ws: started.append(1) or _LiveProcess())
+
+    scheduler._keep_warm(ws, _LiveProcess(), started_at=0.0)
+
+    assert started == [1]  # a new idle worker for the next run
+    assert jobs.warm_worker_assignment(ws, me) == "20261204-000000-abcdef0"

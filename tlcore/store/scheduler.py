@@ -211,12 +211,17 @@ def _keep_warm(
 ) -> tuple[subprocess.Popen | None, float]:
     """Keeps one idle warm worker; one that was handed a run (now training) is replaced."""
     if worker is not None:
+        alive = worker.poll() is None
         claimed = jobs.warm_worker_claimed(ws, worker.pid)
-        if worker.poll() is None and not claimed:
+        if alive and not claimed:
             return worker, started_at  # still waiting for a run
         if not claimed and time.time() - started_at < WARM_RESTART_PAUSE_S:
             return worker, started_at  # died young without a run: not restarted in a loop
         if not claimed:
             log.warning("the warm worker (pid %d) ended without a run", worker.pid)
-        jobs.forget_warm_worker(ws, worker.pid)
+        if not alive:
+            jobs.forget_warm_worker(ws, worker.pid)
+        # A live worker that was handed a run removes its own files once it has read the
+        # run id: removing them here could take the id away before it was read (the run
+        # would stay "running" with a worker waiting forever).
     return jobs.start_warm_worker(ws), time.time()
