@@ -208,5 +208,20 @@ def test_replacing_a_handed_over_warm_worker_keeps_the_run_it_was_handed(ws, mon
 
     scheduler._keep_warm(ws, _LiveProcess(), started_at=0.0)
 
-    assert started == [1]  # a new idle worker for the next run
+    assert started == [1]  # a new idle worker for the next run (a slot is free)
     assert jobs.warm_worker_assignment(ws, me) == "20261204-000000-abcdef0"
+
+
+def test_no_new_warm_worker_imports_tensorflow_beside_busy_slots_until_one_is_needed(
+    ws, tiny_dataset, one_slot, monkeypatch
+):
+    running = runs.create_run(ws, tiny_config(tiny_dataset, name="training"))
+    runs.set_state(ws, running.id, runs.RUNNING)
+    started = []
+    monkeypatch.setattr(jobs, "start_warm_worker", lambda ws: started.append(1) or _LiveProcess())
+
+    assert scheduler._keep_warm(ws, None, started_at=0.0)[0] is None
+    assert started == []  # the one slot is busy and nothing waits
+    runs.create_run(ws, tiny_config(tiny_dataset, name="next"))  # queued: it will want one
+    assert scheduler._keep_warm(ws, None, started_at=0.0)[0] is not None
+    assert started == [1]

@@ -38,22 +38,37 @@ def test_frozen_backbone_trains_the_head_on_cached_features_and_reuses_them(ws, 
     first, result = _train_in_process(ws, config)
     assert result.state == "finished"
     ready = _events(ws, first, "features_ready")
-    assert {e["split"] for e in ready} == {"train", "val"}
-    assert not any(e["reused"] for e in ready)
+    # The end-of-run evaluation predicts the test and validation splits from their features
+    # too: the test split's computed and cached then, the validation split's reused.
+    assert [(e["split"], e["reused"]) for e in ready] == [
+        ("train", False),
+        ("val", False),
+        ("test", False),
+        ("val", True),
+    ]
     assert _events(ws, first, "phase_start")[0]["feature_cache"] is True
 
     second, _ = _train_in_process(ws, config.replace(name="again"))
-    assert all(e["reused"] for e in _events(ws, second, "features_ready"))
+    again = _events(ws, second, "features_ready")
+    assert len(again) == 4 and all(e["reused"] for e in again)
 
-    # The saved model is the whole model: it takes raw images.
+    # The saved model is the whole model: it takes raw images, and predicting them gives
+    # the probabilities the evaluation got from the cached features.
     from tlcore.data import datasets, pipeline
+    from tlcore.evaluation import evaluate
     from tlcore.model import models
 
     model = models.load_model(ws.run_dir(first) / "model.keras")
     assert model.input_shape == (None, 32, 32, 3)
-    items = datasets.load_dataset(ws, tiny_dataset).items("val")
-    images = pipeline.load_images_array(items, 32)
-    assert model.predict(images, verbose=0).shape == (len(items), 3)
+    dataset = datasets.load_dataset(ws, tiny_dataset)
+    for split in ("val", "test"):
+        items = dataset.items(split)
+        images = pipeline.load_images_array(items, 32)
+        assert model.predict(images, verbose=0).shape == (len(items), 3)
+    evaluation = evaluate.load_evaluation(ws, first, dataset.id)
+    paths, _, stored = evaluate.read_predictions(evaluation.folder)
+    assert paths == [str(i.path) for i in items]
+    assert stored == pytest.approx(model.predict(images, verbose=0), abs=1e-5)
 
 
 @pytest.mark.slow
@@ -77,6 +92,8 @@ def test_two_phase_runs_both_phases_with_their_descriptions(ws, tiny_dataset):
     assert starts[1]["description"].startswith("phase 2 of 2")
     epochs = [(e["phase"], e["epoch"]) for e in _events(ws, run_id, "epoch_end")]
     assert epochs == [(1, 1), (1, 2), (2, 3), (2, 4)]
+    # The fine-tuned backbone's features are not the cached ones: the evaluation predicts images.
+    assert "test" not in {e["split"] for e in _events(ws, run_id, "features_ready")}
     history = json.loads((ws.run_dir(run_id) / "history.json").read_text())["epochs"]
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
 
@@ -220,7 +237,8 @@ def test_the_recommended_recipe_chooses_its_head_by_cross_validation(ws, tiny_da
     run_id, result = _train_in_process(ws, config)
     assert result.state == "finished"
     ready = {e["split"] for e in _events(ws, run_id, "features_ready")}
-    assert ready == {"train", "val", "train-mirrored", "val-mirrored"}
+    # Training's four; the evaluation's test split from its features as well.
+    assert ready == {"train", "val", "train-mirrored", "val-mirrored", "test"}
     summary = result.summary
     # 42 train + 9 val images cross-validated, then refitted on all of them.
     assert summary["val_samples"] == 51 and summary["trained_on_validation"] is True

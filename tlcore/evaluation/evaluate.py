@@ -65,6 +65,7 @@ from tlcore.store.workspace import Workspace
 PREDICT_BATCH_SIZE = 64  # inference needs no gradients: larger batches than training are fine
 REPORT_WORST_ERRORS = 12
 Progress = Callable[[float, str], None]  # (fraction 0..1, message), as tlcore.data.datasets uses
+SplitProbabilities = Callable[[Any, str, Sequence], "np.ndarray | None"]
 
 
 # --------------------------------------------------------------------------- run facts
@@ -132,6 +133,7 @@ def evaluate_run(
     progress: Progress | None = None,
     allow_running: bool = False,
     batch_size: int = PREDICT_BATCH_SIZE,
+    probabilities: SplitProbabilities | None = None,
 ) -> EvaluationResult:
     """Evaluates a run's saved model and stores the result (replacing an earlier one).
 
@@ -146,6 +148,10 @@ def evaluate_run(
         allow_running: default False. True also evaluates the best checkpoint of a run
             that is still running (`train.train_run` does so as the run finishes).
         batch_size: images per prediction batch; default ``PREDICT_BATCH_SIZE`` (64).
+        probabilities: ``probabilities(model, split, items)`` gives the loaded model's
+            probabilities for a split another way, or None to predict its images; default
+            none. Training passes one that applies the model's head to the backbone
+            features it cached (`tlcore.training.phase_fit.cached_probabilities`).
 
     Returns:
         The stored `EvaluationResult`.
@@ -184,7 +190,9 @@ def evaluate_run(
 
     evaluated: dict[str, tuple[EvaluationMetrics, list[str], np.ndarray, np.ndarray]] = {}
     for split, items in plan:
-        probs = _predict(model, items, image_size, batch_size, report, split)
+        probs = probabilities(model, split, items) if probabilities is not None else None
+        if probs is None:
+            probs = _predict(model, items, image_size, batch_size, report, split)
         y_true = np.asarray([mapping[item.label] for item in items], dtype=np.int64)
         metrics = compute_metrics(y_true, probs, classes)
         evaluated[split] = (metrics, [str(item.path) for item in items], y_true, probs)

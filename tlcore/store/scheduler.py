@@ -206,10 +206,23 @@ def _sleep(seconds: float, stopping: dict) -> None:
         time.sleep(min(0.1, seconds))
 
 
+def _warm_worker_wanted(ws: Workspace) -> bool:
+    """Whether a run could be handed a warm worker soon: a slot is free, or one is queued.
+
+    While every slot is busy and nothing waits, a new warm worker would only import
+    TensorFlow beside the runs, slowing them on a small machine; it starts when a slot frees.
+    """
+    states = [record.state for record in runs.list_runs(ws)]
+    if runs.QUEUED in states:
+        return True
+    return states.count(runs.RUNNING) < jobs.max_concurrent_runs()
+
+
 def _keep_warm(
     ws: Workspace, worker: subprocess.Popen | None, started_at: float
 ) -> tuple[subprocess.Popen | None, float]:
-    """Keeps one idle warm worker; one that was handed a run (now training) is replaced."""
+    """Keeps one idle warm worker while one is wanted (`_warm_worker_wanted`); one that was
+    handed a run (now training) is replaced then."""
     if worker is not None:
         alive = worker.poll() is None
         claimed = jobs.warm_worker_claimed(ws, worker.pid)
@@ -224,4 +237,6 @@ def _keep_warm(
         # A live worker that was handed a run removes its own files once it has read the
         # run id: removing them here could take the id away before it was read (the run
         # would stay "running" with a worker waiting forever).
+    if not _warm_worker_wanted(ws):
+        return None, started_at
     return jobs.start_warm_worker(ws), time.time()

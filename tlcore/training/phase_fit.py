@@ -325,3 +325,34 @@ def search_head_on_cached_features(ctx: PhaseContext, phase) -> bool:
         seconds=round(time.perf_counter() - started, 3),
     )
     return False
+
+
+def cached_probabilities(ctx: PhaseContext, saved_model, split: str, items) -> np.ndarray | None:
+    """``saved_model``'s probabilities for one split of the run's own dataset, from the
+    backbone features cached for that split (computed and cached now if they are not yet).
+
+    The same numbers as predicting the images, without running the backbone over them a
+    second time: the end-of-run evaluation of a run whose backbone stayed frozen in every
+    phase (the caller checks that) costs a head's prediction, and the test split's features
+    are then cached for the next run on the same data.
+
+    Returns:
+        The probabilities in ``items`` order, or None when they cannot come from the cache
+        (``items`` are not the run's own split, or ``saved_model``'s backbone weights are not
+        the ones the features were computed with); the caller then predicts the images.
+    """
+    from tlcore.model import models
+
+    own = ctx.dataset.items(split) if split in ("train", "val", "test") else []
+    if not own or [(str(i.path), i.label) for i in items] != [(str(i.path), i.label) for i in own]:
+        return None
+    extractor = models.feature_extractor(ctx.model)
+    reference = extractor.get_weights()
+    saved = models.feature_extractor(saved_model).get_weights()
+    if len(saved) != len(reference) or not all(
+        np.array_equal(a, b) for a, b in zip(saved, reference, strict=True)
+    ):
+        return None
+    features, _ = _cached_split(ctx, split, extractor)
+    head = models.head_model(saved_model)
+    return np.asarray(head.predict(features, batch_size=256, verbose=0), dtype=np.float32)

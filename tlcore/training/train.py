@@ -23,6 +23,7 @@ is deleted when it ends (TensorFlow's pattern for non-chief workers); it writes 
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from tlcore.training import kept_model
 from tlcore.training.phase_fit import (
     PhaseContext,
     TrainingError,
+    cached_probabilities,
     fit_full_model,
     fit_head_on_cached_features,
     search_head_on_cached_features,
@@ -251,7 +253,13 @@ def _train_phases(
     if not placement.is_chief:
         return TrainResult(runs.FINISHED, summary)  # the chief's run holds the results
     atomic_write_json(run_dir / runs.METRICS_FILE, summary)
-    result = _evaluate_finished(ws, run_id)
+    frozen_throughout = all(
+        p.backbone_frozen and (p.head_search or models.uses_feature_cache(config, p))
+        for p in phases
+    )
+    # A backbone that never changed: its cached features give the held-out predictions.
+    from_features = functools.partial(cached_probabilities, ctx) if frozen_throughout else None
+    result = _evaluate_finished(ws, run_id, probabilities=from_features)
     if result is not None:
         summary |= evaluated_figures(result)
         atomic_write_json(run_dir / runs.METRICS_FILE, summary)
@@ -297,9 +305,10 @@ def _record_devices(ws: Workspace) -> None:
         pass  # a missing panel line is no reason to fail a run
 
 
-def _evaluate_finished(ws: Workspace, run_id: str):
+def _evaluate_finished(ws: Workspace, run_id: str, *, probabilities=None):
     """Evaluates the saved model once, as the run finishes; a failure never fails the run.
 
+    ``probabilities``: see `tlcore.evaluation.evaluate.evaluate_run`.
     Returns the `EvaluationResult`, or None when evaluating failed (recorded in progress).
     """
     from tlcore.evaluation import evaluate
@@ -307,7 +316,7 @@ def _evaluate_finished(ws: Workspace, run_id: str):
     run_dir = ws.run_dir(run_id)
     runs.append_progress(run_dir, "evaluation_start")
     try:
-        result = evaluate.evaluate_run(ws, run_id, allow_running=True)
+        result = evaluate.evaluate_run(ws, run_id, allow_running=True, probabilities=probabilities)
     except Exception as exc:  # the training itself succeeded: keep it finished
         runs.append_progress(run_dir, "evaluation_failed", message=str(exc)[:2000])
         return None
