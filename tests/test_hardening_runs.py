@@ -275,3 +275,88 @@ def test_the_worker_retries_its_last_status_write(ws, monkeypatch):
     _fill_the_disk(monkeypatch, failures=2)
     worker._train(ws, run_id)
     assert runs.read_run(ws, run_id).state == runs.FAILED
+
+
+# -- row 4: resume falls back to the previous good backup ----------------------------------
+def _tiny_fit(backup_dir, epochs: int, *, seed: int = 0):
+    """Fits a two-layer model on 16 random points with a `ResumableBackup`; returns the
+    callback and the 0-based epochs that ran."""
+    import keras
+    import numpy as np
+
+    from tlcore.training.backup import ResumableBackup
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    ran, reports = [], []
+    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: ran.append(epoch))
+    backup = ResumableBackup(str(backup_dir), report=reports.append)
+    x, y = np.random.rand(16, 4).astype("float32"), np.arange(16) % 3
+    model.fit(x, y, epochs=epochs, batch_size=8, callbacks=[backup, record], verbose=0)
+    return backup, ran, reports, model
+
+
+def test_a_half_written_backup_resumes_from_the_one_before(tmp_path):
+    from tlcore.training import backup
+
+    _tiny_fit(tmp_path, 3)  # backups after epochs 3 (latest) and 2 (previous)
+    (tmp_path / "training_metadata.json").write_text('{"epo')  # the disk filled up here
+    restored, ran, reports, _ = _tiny_fit(tmp_path, 5)
+    assert restored.restored == backup.PREVIOUS
+    assert ran == [2, 3, 4]  # epoch 3 again, then 4 and 5
+    assert "after epoch 2" in reports[0]
+    # The good pair is the latest again, so the next resume needs no fallback.
+    again, ran, _, _ = _tiny_fit(tmp_path, 6)
+    assert again.restored == backup.LATEST and ran == [5]
+
+
+def test_a_truncated_weights_file_resumes_from_the_one_before(tmp_path):
+    from tlcore.training import backup
+
+    _tiny_fit(tmp_path, 3)
+    weights = tmp_path / "latest.weights.h5"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    restored, ran, _, _ = _tiny_fit(tmp_path, 4)
+    assert restored.restored == backup.PREVIOUS and ran == [2, 3]
+
+
+def test_when_both_backups_are_damaged_the_phase_starts_again_and_says_so(tmp_path):
+    import numpy as np
+
+    from tlcore.training import backup
+
+    _tiny_fit(tmp_path, 3)
+    for name in ("training_metadata.json", "training_metadata.json.bkp"):
+        (tmp_path / name).write_text("")
+    restored, ran, reports, model = _tiny_fit(tmp_path, 2, seed=7)
+    assert restored.restored == backup.RESTARTED and ran == [0, 1]
+    assert "started again from its first epoch" in reports[0]
+    _, _, _, fresh = _tiny_fit(tmp_path / "elsewhere", 2, seed=7)
+    for ours, theirs in zip(model.get_weights(), fresh.get_weights(), strict=True):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)  # no weights from the damaged files
+
+
+@pytest.mark.slow
+def test_a_run_whose_last_backup_was_half_written_resumes_and_the_page_says_why(
+    ws, tiny_dataset
+):
+    from tests.conftest import tiny_config
+    from tlcore.training import progress, train
+
+    record = runs.create_run(ws, tiny_config(tiny_dataset, epochs=3))
+    runs.set_state(ws, record.id, runs.RUNNING)
+    train.train_run(ws, record.id)
+    # As if the worker died writing the last epoch's backup: phase 1 never ended.
+    log = record.dir / runs.PROGRESS_FILE
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    log.write_text(
+        "".join(json.dumps(e) + "\n" for e in events if e["event"] not in ("phase_end", "run_end"))
+    )
+    (record.dir / "phase1.weights.h5").unlink()
+    (record.dir / "backup" / "phase1" / "training_metadata.json").write_text("{")
+    result = train.train_run(ws, record.id)
+    assert result.state == runs.FINISHED
+    summary = progress.summarize_progress(runs.read_progress(record.dir))
+    assert [row.epoch for row in summary.history] == [1, 2, 3]
+    assert summary.notices and "resumed from the one before" in summary.notices[0]

@@ -274,6 +274,17 @@ def test_finished_run_links_to_evaluation(ws):
     assert "All 2 phases complete" in page_text(at)
 
 
+def test_a_run_that_resumed_past_a_damaged_backup_says_so(ws):
+    from tlcore.training.progress import BACKUP_DAMAGED_EVENT
+
+    record = make_run(ws, runs.FINISHED, name="Resumed", epochs=4)
+    runs.append_progress(
+        record.dir, BACKUP_DAMAGED_EVENT, phase=2, message="The last backup was damaged."
+    )
+    at = open_training(record.id)
+    assert "Phase 2: The last backup was damaged." in [i.value for i in at.info]
+
+
 def test_a_finished_run_shows_its_kept_model_with_intervals_and_a_collapse(ws):
     summary = {
         "kept_epoch": 3,

@@ -404,6 +404,8 @@ def _notice(record: runs.RunRecord, progress: RunProgress) -> None:
             )
         if summary.get("divergence"):
             st.warning(f"**Training diverged.** {summary['divergence']}", icon=":material/warning:")
+    for notice in progress.notices:
+        st.info(notice, icon=":material/restore:")
 
 
 def _finished_text(summary: dict, done: int, took: float | None) -> str:

@@ -69,15 +69,18 @@ def _fit_callbacks(ctx: PhaseContext, phase, steps: int) -> tuple[list, object, 
     import keras
 
     from tlcore.training import callbacks as cb
+    from tlcore.training.backup import ResumableBackup
+    from tlcore.training.progress import BACKUP_DAMAGED_EVENT
 
     cancel = cb.CancelOnRequest(ctx.run_dir)
     nan = cb.StopOnNaN()
     has_val = bool(ctx.dataset.items("val"))
     callbacks = [
-        keras.callbacks.BackupAndRestore(
+        ResumableBackup(
             str(ctx.run_dir / BACKUP_DIR / f"phase{phase.index}"),
-            double_checkpoint=True,
-            delete_checkpoint=False,  # kept after a cancel, so the run can resume
+            report=lambda message: runs.append_progress(
+                ctx.run_dir, BACKUP_DAMAGED_EVENT, phase=phase.index, message=message
+            ),
         ),
         cb.ProgressLogger(
             ctx.run_dir,

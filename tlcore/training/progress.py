@@ -34,6 +34,7 @@ METRIC_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # ETA_STEP_LIMIT times the pace so far. One slow epoch (a long validation, a model write, the
 # first epoch's tracing) so moves the pace by at most ETA_SMOOTHING * (ETA_STEP_LIMIT - 1) =
 # 15% up or 10% down, and a lasting change of pace is followed within a few epochs.
+BACKUP_DAMAGED_EVENT = "backup_damaged"  # written by tlcore.training.backup via phase_fit
 ETA_SMOOTHING = 0.3
 ETA_STEP_LIMIT = 1.5
 DIVERGENCE_GROWTH = 10.0  # a last-epoch loss this many times the first epoch's ...
@@ -105,6 +106,8 @@ class RunProgress:
         error: the message of the last session's failure, or None.
         resumes: how many times the run was resumed.
         last_event_time: ISO time of the newest event, or None for an empty log.
+        notices: sentences a person should read about how the run went (a damaged backup
+            passed over on resume, `BACKUP_DAMAGED_EVENT`), oldest first.
     """
 
     stage: str = WAITING
@@ -124,6 +127,7 @@ class RunProgress:
     end_state: str | None = None
     resumes: int = 0
     last_event_time: str | None = None
+    notices: tuple[str, ...] = ()
 
     # -- derived, for display ---------------------------------------------------------
     @property
@@ -268,6 +272,7 @@ def summarize_progress(events: list[dict], *, total_epochs: int | None = None) -
     stage = WAITING
     error = end_state = last_time = None
     resumes = 0
+    notices: list[str] = []
 
     for event in events:
         if not isinstance(event, dict):
@@ -321,6 +326,9 @@ def summarize_progress(events: list[dict], *, total_epochs: int | None = None) -
             batch_event = None
             end_state = event.get("state")
             error = event.get("error") or None
+        elif kind == BACKUP_DAMAGED_EVENT and event.get("message"):
+            phase = _int(event.get("phase"))
+            notices.append((f"Phase {phase}: " if phase else "") + str(event["message"]))
         elif kind == "interrupted":
             stage = ENDED
             batch_event = None
@@ -371,6 +379,7 @@ def summarize_progress(events: list[dict], *, total_epochs: int | None = None) -
         end_state=end_state,
         resumes=resumes,
         last_event_time=last_time,
+        notices=tuple(notices),
     )
     return _with_eta(progress)
 
