@@ -338,9 +338,7 @@ def test_when_both_backups_are_damaged_the_phase_starts_again_and_says_so(tmp_pa
 
 
 @pytest.mark.slow
-def test_a_run_whose_last_backup_was_half_written_resumes_and_the_page_says_why(
-    ws, tiny_dataset
-):
+def test_a_run_whose_last_backup_was_half_written_resumes_and_says_why(ws, tiny_dataset):
     from tests.conftest import tiny_config
     from tlcore.training import progress, train
 
