@@ -105,7 +105,7 @@ def _fit_callbacks(ctx: PhaseContext, phase, steps: int) -> tuple[list, object, 
     return callbacks, cancel, nan
 
 
-def _compile(ctx: PhaseContext, fit_model, phase, steps: int) -> None:
+def _compile(ctx: PhaseContext, fit_model, phase, steps: int, steps_per_execution: int = 1):
     import keras
 
     with ctx.strategy.scope():
@@ -113,6 +113,7 @@ def _compile(ctx: PhaseContext, fit_model, phase, steps: int) -> None:
             optimizer=make_optimizer(ctx.config, phase.learning_rate, steps * phase.epochs),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=ctx.config.label_smoothing),
             metrics=["accuracy"],
+            steps_per_execution=steps_per_execution,
         )
 
 
@@ -234,20 +235,33 @@ def fit_head_on_cached_features(ctx: PhaseContext, phase) -> bool:
     val = _cached_split(ctx, "val", extractor)
     head = models.head_model(ctx.model)
     steps = math.ceil(len(x_train) / ctx.config.batch_size)
-    _compile(ctx, head, phase, steps)
+    # A head's step takes microseconds; Keras' own cost per step and per epoch is what the
+    # time goes on. Feature batches from tf.data and a whole epoch (up to 50 steps) per
+    # call took 20 epochs on ~470 images from 1.8 s to 0.75 s on 2 cores.
+    _compile(ctx, head, phase, steps, steps_per_execution=min(steps, HEAD_STEPS_PER_CALL))
     callbacks, cancel, nan = _fit_callbacks(ctx, phase, steps)
     head.fit(
-        x_train,
-        y_train,
-        validation_data=val,
-        batch_size=ctx.config.batch_size,
+        _feature_batches(x_train, y_train, ctx.config.batch_size, shuffle_seed=ctx.config.seed),
+        validation_data=_feature_batches(*val, ctx.config.batch_size) if val else None,
         epochs=phase.epochs,
-        shuffle=True,
         callbacks=callbacks,
         class_weight=ctx.class_weight,
         verbose=0,
     )
     return _check_outcome(ctx, phase, nan, cancel)
+
+
+HEAD_STEPS_PER_CALL = 50  # the cancel and NaN checks run at least this often
+
+
+def _feature_batches(x, y, batch_size: int, *, shuffle_seed: int | None = None):
+    """Batches of cached features and one-hot labels; reshuffled every epoch when seeded."""
+    import tensorflow as tf
+
+    batches = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        batches = batches.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    return batches.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def search_head_on_cached_features(ctx: PhaseContext, phase) -> bool:
