@@ -209,3 +209,82 @@ def test_placeholder_gifs_and_banners_are_named_in_the_report(ws, tmp_path):
     assert len(placeholder) == 1 and "cats/not-found.gif" in placeholder[0]
     assert len(banner) == 1 and "dogs/banner.png" in banner[0]
     assert not any("img00" in w for w in placeholder + banner)
+
+
+# --- near-copies and plain images are named in the report and flagged in the gallery ----
+
+
+def photo_like(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
+    """A picture with broad areas and finer texture, as photos have (plain noise has no
+    broad areas, and one shape on a smooth background little fine detail)."""
+    rng = np.random.default_rng(seed)
+    broad = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+    fine = Image.fromarray(rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8))
+    resized = [im.resize(size, Image.Resampling.BICUBIC) for im in (broad, fine)]
+    return Image.blend(*resized, 0.35)
+
+
+def make_photos(root: Path, counts: dict[str, int]) -> Path:
+    for c, (class_name, count) in enumerate(counts.items()):
+        for i in range(count):
+            path = root / class_name / f"photo{i:02d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            photo_like(c * 1000 + i).save(path, "JPEG", quality=90)
+    return root
+
+
+def test_near_copies_and_plain_images_are_named_in_the_report(ws, tmp_path):
+    src = make_photos(tmp_path / "pets", {"cats": 8, "dogs": 8})
+    # The same photo made half size and saved again at JPEG quality 60, filed as a dog.
+    photo_like(3).resize((80, 60)).save(src / "dogs" / "small-copy.jpg", "JPEG", quality=60)
+    Image.new("RGB", (120, 90), (200, 200, 200)).save(src / "cats" / "blank.jpg", "JPEG")
+
+    ds = datasets.import_folder(ws, src)
+
+    assert ds.num_images == 18  # imported, not refused
+    assert [sorted(f["path"] for f in g["files"]) for g in ds.report["near_copies"]] == [
+        ["cats/photo03.jpg", "dogs/small-copy.jpg"]
+    ]
+    near = [w for w in ds.report["warnings"] if "look like one photo edited" in w]
+    assert len(near) == 1 and "cats/photo03.jpg ≈ dogs/small-copy.jpg" in near[0]
+    assert ds.report["plain_images"] == ["cats/blank.jpg"]
+    plain = [w for w in ds.report["warnings"] if "one plain colour" in w]
+    assert len(plain) == 1 and "cats/blank.jpg" in plain[0]
+
+
+def test_a_new_version_keeps_finding_near_copies_and_the_gallery_flags_them(ws, tmp_path):
+    from tlcore.data import image_flags, versions
+
+    src = make_photos(tmp_path / "pets", {"cats": 8, "dogs": 8})
+    photo_like(3).resize((80, 60)).save(src / "dogs" / "small-copy.jpg", "JPEG", quality=60)
+    Image.new("RGB", (120, 90), (30, 30, 30)).save(src / "cats" / "blank.jpg", "JPEG")
+    first = datasets.import_folder(ws, src, name="pets")
+    unrelated = next(i.rel_path for i in first.items() if i.rel_path.endswith("photo05.jpg"))
+
+    second = versions.make_version(ws, first.id, versions.VersionChanges(excluded=(unrelated,)))
+
+    assert len(second.report["near_copies"]) == 1 and second.report["plain_images"]
+    flags = image_flags.image_flags(second)
+    flagged = sorted(path for path, found in flags.items() if image_flags.NEAR_COPY in found)
+    assert [p.rsplit("/", 1)[1] for p in flagged] == ["photo03.jpg", "small-copy.jpg"]
+    assert [p for p, found in flags.items() if image_flags.PLAIN in found] == [
+        next(i.rel_path for i in second.items() if i.rel_path.endswith("blank.jpg"))
+    ]
+
+
+def test_exact_copies_are_not_also_near_copies_and_chains_make_one_group():
+    from tlcore.data import fingerprints
+
+    def fingerprint(image: Image.Image) -> bytes:
+        return fingerprints.summarize(image)[0]
+
+    a = fingerprint(photo_like(1))
+    a_small = fingerprint(photo_like(1).resize((80, 60)))
+    other = fingerprint(photo_like(2))
+    groups = fingerprints.near_copies(
+        [("sha-a", a), ("sha-a", a), ("sha-b", other), ("sha-c", a_small)]
+    )
+    assert groups == [[0, 1, 3]]  # both exact copies of a, with its near-copy; not b
+    assert fingerprints.near_copies([("sha-a", a), ("sha-a", a)]) == []  # copies only
+    assert fingerprints.decode(fingerprints.encode(a)) == a
+    assert fingerprints.decode("not base64!") is None and fingerprints.decode("AAAA") is None

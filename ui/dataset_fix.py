@@ -28,7 +28,9 @@ SHOW_ALL, SHOW_FLAGGED = "All images", "Flagged"
 SHOW_LABELS = {
     image_flags.SUSPECTED: "Likely mislabelled",
     image_flags.DUPLICATE: "Duplicates",
+    image_flags.NEAR_COPY: "Near-copies",
     image_flags.ODD_SIZE: "Odd sizes",
+    image_flags.PLAIN: "Plain colour",
 }
 SPLIT_LABELS = {"train": "Training", "val": "Validation", "test": "Test"}
 
@@ -166,20 +168,28 @@ def render_gallery(ws, dataset: Dataset, on_new_version: OnNewVersion, *, show: 
     options = [SHOW_ALL, f"{SHOW_FLAGGED} ({len(flags)})"] + [
         f"{SHOW_LABELS[f]} ({shown_counts[f]})" for f in image_flags.FLAGS
     ]
-    default = next((o for o in options if show and o.startswith(show)), SHOW_ALL)
-    wanted = st.segmented_control("Show", options, default=default, key=f"fix_show::{show}")
+    default = next((i for i, o in enumerate(options) if show and o.startswith(show)), 0)
     with st.container(horizontal=True):
+        # A select box, not a segmented control: seven choices do not fit in one row.
+        wanted = st.selectbox("Show", options, index=default, key=f"fix_show::{show}", width=250)
         split = st.selectbox(
             "Split",
             [ALL, *SPLITS],
             format_func=lambda s: SPLIT_LABELS.get(s, s),
             key="fix_split",
-            width=200,
+            width=170,
         )
         cls = st.selectbox("Class", [ALL, *dataset.classes], key="fix_class", width=200)
     items = _filtered(dataset.items(), split, cls, wanted or SHOW_ALL, flags)
     if wanted and wanted.startswith(SHOW_LABELS[image_flags.SUSPECTED]):
         items.sort(key=lambda i: -suspects[i.rel_path].score if i.rel_path in suspects else 0)
+    elif wanted and wanted.startswith(SHOW_LABELS[image_flags.NEAR_COPY]):
+        group_of = {
+            path: n
+            for n, group in enumerate(image_flags.near_copy_groups(dataset))
+            for path in group
+        }
+        items.sort(key=lambda i: group_of.get(i.rel_path, len(group_of)))  # side by side
     _actions(ws, dataset, on_new_version, {p: s.suggested for p, s in suspects.items()})
     if not items:
         st.info("No image matches these filters.", icon=":material/filter_alt_off:")

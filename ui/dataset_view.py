@@ -58,6 +58,7 @@ _STRUCTURED_WARNINGS = (
     "(leakage)",
     "appear in more than one class",
     "are exact copies",
+    "look like one photo edited",
     "The classes are imbalanced",
 )
 
@@ -310,6 +311,7 @@ def render_checks(report: Mapping[str, Any]) -> None:
     duplicates = [g for g in report.get("duplicates") or [] if not g.get("leakage")]
     imbalance = report.get("imbalance") or {}
     skipped = list(report.get("skipped") or [])
+    near_copies = list(report.get("near_copies") or [])
     notes = [
         w
         for w in report.get("warnings") or []
@@ -339,6 +341,20 @@ def render_checks(report: Mapping[str, Any]) -> None:
             "again.\n\n" + _group_lines(duplicates),
             icon=":material/content_copy:",
         )
+    if near_copies:
+        across = sum(1 for g in near_copies if g.get("leakage"))
+        extra = (
+            f" {across} of them span splits, so the test scores would look better than they are."
+            if across
+            else ""
+        )
+        st.warning(
+            f"**Near-copies: {len(near_copies)} group(s) of images look like one photo "
+            f"edited** (resized, recompressed, recoloured or cropped a little).{extra} Look at "
+            "them (**Images** shows them under *Near-copies*) and keep one of each.\n\n"
+            + _group_lines(near_copies, joiner=" ≈ ", more="."),
+            icon=":material/filter_none:",
+        )
     if imbalance.get("flagged"):
         big, small = imbalance["largest"], imbalance["smallest"]
         st.warning(
@@ -360,7 +376,7 @@ def render_checks(report: Mapping[str, Any]) -> None:
         )
     if notes:
         st.info("\n".join(f"- {n}" for n in notes), icon=":material/info:")
-    if not (leakage or duplicates or imbalance.get("flagged") or skipped or notes):
+    if not (leakage or duplicates or near_copies or imbalance.get("flagged") or skipped or notes):
         st.success(
             "**All checks passed:** every file was imported, no image appears twice or in two "
             "splits, and the classes are balanced.",
@@ -368,17 +384,22 @@ def render_checks(report: Mapping[str, Any]) -> None:
         )
 
 
-def _group_lines(groups: Sequence[Mapping[str, Any]]) -> str:
+def _group_lines(
+    groups: Sequence[Mapping[str, Any]],
+    *,
+    joiner: str = " = ",
+    more: str = " under **Duplicates** below.",
+) -> str:
     lines = []
     for group in groups[:LISTED_GROUPS]:
-        files = " = ".join(
+        files = joiner.join(
             f"`{f.get('path', '')}` ({f.get('class', '?')}, "
             f"{SPLIT_LABELS.get(f.get('split'), f.get('split'))})"
             for f in group.get("files", [])
         )
         lines.append(f"- {files}")
     if len(groups) > LISTED_GROUPS:
-        lines.append(f"- … and {len(groups) - LISTED_GROUPS} more under **Duplicates** below.")
+        lines.append(f"- … and {len(groups) - LISTED_GROUPS} more{more}")
     return "\n".join(lines)
 
 

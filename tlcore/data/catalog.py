@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlcore.data import images
+from tlcore.data import fingerprints, images
 from tlcore.fileio import atomic_write_json, read_json
 from tlcore.store.access import LOCAL, Actor, audited
 from tlcore.store.workspace import Workspace, is_dataset_id
@@ -142,6 +142,8 @@ class DatasetItem:
     height: int
     mode: str = ""
     rel_path: str = ""  # as inside the dataset: ``<split>/<class folder>/<file>``
+    fingerprint: str = ""  # the picture in brief (`tlcore.data.fingerprints`); "" if none
+    plain: bool = False  # a single plain colour all over
 
 
 @dataclass
@@ -161,6 +163,9 @@ class DatasetReport:
         duplicates: groups of identical files: ``{"sha256", "files": [{path, class, split}],
             "splits", "classes", "leakage", "conflicting_classes"}``.
         leakage: the duplicate groups that span more than one split.
+        near_copies: groups of images that are the same picture edited (resized,
+            recompressed, recoloured, cropped a little), in the form of ``duplicates``.
+        plain_images: paths of images of a single plain colour (blank or placeholders).
         imbalance: ``{"ratio", "threshold", "flagged", "largest": {class, count},
             "smallest": {class, count}}``.
         warnings: sentences for the user, most important first.
@@ -178,6 +183,8 @@ class DatasetReport:
     leakage: list[dict[str, Any]]
     imbalance: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    near_copies: list[dict[str, Any]] = field(default_factory=list)
+    plain_images: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -352,7 +359,18 @@ class Dataset(_Versioned):
             height=int(record["height"]),
             mode=record.get("mode", ""),
             rel_path=rel_path,
+            fingerprint=_fingerprint_of(record),
+            plain=record.get("plain") is True,
         )
+
+
+def _fingerprint_of(record: dict[str, Any]) -> str:
+    """An item record's fingerprint (`tlcore.data.fingerprints.encode`), or "" if it has
+    none or what it holds is not one."""
+    value = record.get("fingerprint")
+    if isinstance(value, str) and fingerprints.decode(value) is not None:
+        return value
+    return ""
 
 
 # ----------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""A dataset's report and manifest: counts, sizes, duplicates, imbalance and warnings."""
+"""A dataset's report and manifest: counts, sizes, duplicates and near-copies, imbalance,
+odd images and warnings."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from tlcore.data import fingerprints
 from tlcore.data.catalog import (
     FORMAT_VERSION,
     ITEMS_FILE,
@@ -40,6 +42,7 @@ def _build_report(
     leakage = [g for g in duplicates if g["leakage"]]
     imbalance = _imbalance(classes, kept, options.imbalance_ratio)
     sizes = _size_summary(kept)
+    plain = [k for k in kept if k.info.plain and not _is_placeholder(k.info)]  # named once
     report = DatasetReport(
         classes=classes,
         counts=counts,
@@ -52,9 +55,48 @@ def _build_report(
         duplicates=duplicates,
         leakage=leakage,
         imbalance=imbalance,
+        near_copies=_near_copy_groups(kept),
+        plain_images=[k.candidate.rel_path for k in plain],
     )
-    report.warnings = _warnings(report, counts) + _odd_image_warnings(kept) + warnings
+    report.warnings = (
+        _warnings(report, counts)
+        + _odd_image_warnings(kept)
+        + _near_copy_warnings(report)
+        + warnings
+    )
     return report
+
+
+def _near_copy_groups(kept: list[_Kept]) -> list[dict[str, Any]]:
+    """Groups of images that are one picture edited (`tlcore.data.fingerprints`)."""
+    entries = [(k.sha256, None if k.info.plain else k.info.fingerprint) for k in kept]
+    return [
+        _group_record([kept[i] for i in positions], sha256=None)
+        for positions in fingerprints.near_copies(entries)
+    ]
+
+
+def _near_copy_warnings(report: DatasetReport) -> list[str]:
+    notes = []
+    if report.near_copies:
+        pairs = [" ≈ ".join(f["path"] for f in g["files"]) for g in report.near_copies]
+        across = sum(g["leakage"] for g in report.near_copies)
+        notes.append(
+            f"{len(report.near_copies)} group(s) of images look like one photo edited "
+            f"(resized, recompressed, recoloured or cropped a little): {_name_files(pairs)}. "
+            "Keep one of each"
+            + (
+                f"; {across} group(s) span splits, so the test figures are optimistic."
+                if across
+                else "."
+            )
+        )
+    if report.plain_images:
+        notes.append(
+            f"{len(report.plain_images)} image(s) are one plain colour all over (blank), not "
+            f"photos: {_name_files(report.plain_images)}. Remove them unless blank is a class."
+        )
+    return notes
 
 
 def _odd_image_warnings(kept: list[_Kept]) -> list[str]:
@@ -66,9 +108,7 @@ def _odd_image_warnings(kept: list[_Kept]) -> list[str]:
     placeholders, stretched = [], []
     for k in kept:
         info = k.info
-        if max(info.width, info.height) <= PLACEHOLDER_SIDE and (
-            info.format == "GIF" or info.mode in _PALETTE_MODES
-        ):
+        if _is_placeholder(info):
             placeholders.append(k.candidate.rel_path)
         if max(info.width, info.height) > MAX_ASPECT_RATIO * max(min(info.width, info.height), 1):
             stretched.append(k.candidate.rel_path)
@@ -89,6 +129,12 @@ def _odd_image_warnings(kept: list[_Kept]) -> list[str]:
     return notes
 
 
+def _is_placeholder(info) -> bool:
+    """A tiny GIF or palette image: an icon or an 'image not found' placeholder, most often."""
+    small = max(info.width, info.height) <= PLACEHOLDER_SIDE
+    return small and (info.format == "GIF" or info.mode in _PALETTE_MODES)
+
+
 def _name_files(paths: list[str]) -> str:
     named = ", ".join(paths[:LISTED_ODD_FILES])
     more = len(paths) - LISTED_ODD_FILES
@@ -106,30 +152,28 @@ def _duplicate_groups(kept: list[_Kept]) -> list[dict[str, Any]]:
     by_hash: dict[str, list[_Kept]] = defaultdict(list)
     for k in kept:
         by_hash[k.sha256].append(k)
-    groups = []
-    for sha256, copies in sorted(by_hash.items()):
-        if len(copies) < 2:
-            continue
-        splits = sorted({c.split for c in copies}, key=SPLITS.index)
-        group_classes = sorted({c.candidate.class_name for c in copies})
-        groups.append(
-            {
-                "sha256": sha256,
-                "files": [
-                    {
-                        "path": c.candidate.rel_path,
-                        "class": c.candidate.class_name,
-                        "split": c.split,
-                    }
-                    for c in copies
-                ],
-                "splits": splits,
-                "classes": group_classes,
-                "leakage": len(splits) > 1,
-                "conflicting_classes": len(group_classes) > 1,
-            }
-        )
-    return groups
+    return [
+        _group_record(copies, sha256=sha256)
+        for sha256, copies in sorted(by_hash.items())
+        if len(copies) >= 2
+    ]
+
+
+def _group_record(members: list[_Kept], *, sha256: str | None) -> dict[str, Any]:
+    """One group of copies (``sha256``: the file's, for exact copies) as the report keeps it."""
+    splits = sorted({c.split for c in members}, key=SPLITS.index)
+    group_classes = sorted({c.candidate.class_name for c in members})
+    record = {"sha256": sha256} if sha256 is not None else {}
+    return record | {
+        "files": [
+            {"path": c.candidate.rel_path, "class": c.candidate.class_name, "split": c.split}
+            for c in members
+        ],
+        "splits": splits,
+        "classes": group_classes,
+        "leakage": len(splits) > 1,
+        "conflicting_classes": len(group_classes) > 1,
+    }
 
 
 def _imbalance(classes: list[str], kept: list[_Kept], threshold: float) -> dict[str, Any]:

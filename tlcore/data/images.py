@@ -13,6 +13,7 @@ message that names the file.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -23,6 +24,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from tlcore.data import fingerprints
 from tlcore.store import server_paths
 
 MAX_PIXELS = 50_000_000  # a 50-megapixel photo decodes to ~150 MB of RGB: enough for anything real
@@ -96,6 +98,10 @@ class ImageInfo:
     height: int
     mode: str
     format: str
+    # From the pixels, when the data was verified (`tlcore.data.fingerprints.summarize`);
+    # not compared: two infos are equal when the headers agree.
+    fingerprint: bytes | None = dataclasses.field(default=None, compare=False)  # 16 x 16 grey
+    plain: bool = dataclasses.field(default=False, compare=False)  # one colour all over
 
 
 def probe_image(
@@ -127,6 +133,7 @@ def probe_image(
     """
     label = _describe(source, name)
     with _open_binary(source, label) as fh:
+        start = fh.tell()
         image, fmt = _open_checked(fh, label, max_pixels)
         with image:
             width, height = image.size
@@ -134,7 +141,9 @@ def probe_image(
                 width, height = height, width
             info = ImageInfo(width=width, height=height, mode=image.mode, format=fmt)
             if verify:
-                _verify_data(image, fmt, label)
+                decoded = _verify_data(image, fmt, label, fh, start)
+                fingerprint, plain = fingerprints.summarize(decoded)
+                info = dataclasses.replace(info, fingerprint=fingerprint, plain=plain)
     return info
 
 
@@ -389,17 +398,28 @@ def _decode(image: Image.Image, label: str) -> None:
         raise _decode_error(exc, label) from exc
 
 
-def _verify_data(image: Image.Image, fmt: str, label: str) -> None:
+def _verify_data(image: Image.Image, fmt: str, label: str, fh: BinaryIO, start: int) -> Image.Image:
+    """Checks the pixel data; returns the decoded picture (a JPEG's at 1/8 scale).
+
+    ``fh`` is the image's file, which begins at ``start``.
+    """
     if fmt == "PNG":
         try:
-            image.verify()  # reads every chunk and checks its CRC, without inflating
+            image.verify()  # reads every chunk and checks its CRC
         except Exception as exc:  # as in _decode
             raise _decode_error(exc, label) from exc
-        return
+        fh.seek(start)
+        picture = Image.open(fh, formats=["PNG"])  # verify() leaves the image unusable
+        _decode(picture, label)
+        return picture
     if fmt == "JPEG":
+        # At 1/8 scale (every byte is still read), but never below the fingerprint's
+        # thumbnail: a small JPEG at 1/8 would be blurred into a few pixels.
         width, height = image.size
-        image.draft(None, (max(1, width // 8), max(1, height // 8)))
+        side = fingerprints.PLAIN_SIDE
+        image.draft(None, (min(width, max(side, width // 8)), min(height, max(side, height // 8))))
     _decode(image, label)
+    return image
 
 
 def _decode_error(exc: Exception, label: str) -> ImageError:

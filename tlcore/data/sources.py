@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tlcore.data import archives, demo_data
+from tlcore.data import archives, demo_data, fingerprints
 from tlcore.data.catalog import (
     _UNSAFE_NAME_CHARS,
     ID_HASH_CHARS,
@@ -343,6 +343,12 @@ def _item_record(k: _Kept, stored_path: str) -> dict[str, Any]:
         "height": k.info.height,
         "mode": k.info.mode,
         "format": k.info.format,
+        **(
+            {"fingerprint": fingerprints.encode(k.info.fingerprint)}
+            if k.info.fingerprint is not None
+            else {}
+        ),
+        **({"plain": True} if k.info.plain else {}),
     }
 
 

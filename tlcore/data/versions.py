@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tlcore.data import images
+from tlcore.data import fingerprints, images
 from tlcore.data.catalog import (
     ID_HASH_CHARS,
     IMAGES_DIR,
@@ -278,7 +278,14 @@ def _carry(
 ) -> tuple[_Kept, dict[str, Any]]:
     """One image of ``base`` in the new version: linked into place (or, indexed, pointed at)."""
     candidate = _Candidate(item.rel_path, class_name, item.split, item.path)
-    info = images.ImageInfo(item.width, item.height, item.mode, image_format)
+    info = images.ImageInfo(
+        item.width,
+        item.height,
+        item.mode,
+        image_format,
+        fingerprint=fingerprints.decode(item.fingerprint) if item.fingerprint else None,
+        plain=item.plain,
+    )
     k = _Kept(candidate, item.sha256, info, item.split)
     if base.manifest.get("source", {}).get("mode") == "index":
         return k, _item_record(k, str(item.path))
