@@ -244,6 +244,7 @@ def fit_head_on_cached_features(ctx: PhaseContext, phase) -> bool:
         _feature_batches(x_train, y_train, ctx.config.batch_size, shuffle_seed=ctx.config.seed),
         validation_data=_feature_batches(*val, ctx.config.batch_size) if val else None,
         epochs=phase.epochs,
+        shuffle=False,  # the batches shuffle themselves (Keras cannot shuffle a tf.data input)
         callbacks=callbacks,
         class_weight=ctx.class_weight,
         verbose=0,
