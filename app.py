@@ -4,6 +4,9 @@ import streamlit as st
 
 from ui import auth
 from ui.common import PAGES, workspace
+from ui.page_timing import PageRun
+
+this_run = PageRun()  # times the run when TLS_PAGE_TIMES is set (bench/bench_server.py)
 
 st.set_page_config(
     page_title="Transfer Learning Studio",
@@ -37,4 +40,5 @@ if actor is None:
 with st.sidebar:
     auth.sidebar_account(actor)
     st.caption("Transfer Learning Studio · pretrained Keras networks for your own images")
-navigation.run()
+with this_run.until_end(navigation.title):
+    navigation.run()

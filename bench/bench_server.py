@@ -20,7 +20,9 @@ Three parts, each printing its figures and a PASS/FAIL line per target:
    traces the graph, never counts). Targets: p95 page load < 2 s, images/s drops ≤ 25%.
    Chromium runs on the same cores as the server and the training: the CPU time of each
    (and of whatever else the machine ran meanwhile) is printed, so the browsers' own cost
-   shows, and so do the server's script runs (whole pages, fragments) and its CPU per run.
+   shows, and so do the server's script runs (whole pages, fragments) and its CPU per run,
+   and the wall time of the server's own run of each whole page (``TLS_PAGE_TIMES``,
+   `ui.page_timing`): what a browser elsewhere would wait for besides network and drawing.
 2. **Two people at the same instant.** Two processes wait on one barrier, then each imports a
    different half of flowers5 under the *same* name with its own owner and submits a run on
    it. Checks: two datasets with two names and two content hashes, each holding exactly its
@@ -38,6 +40,12 @@ Usage::
 
     .venv/bin/python bench/bench_server.py [--sessions 10] [--rounds 3] [--quick]
                                            [--parts 1,2,3] [--think 1.0]
+                                           [--niced-browsers]
+
+``--niced-browsers``: Chromium at nice 19, so that it takes only the CPU the server and the
+training leave: the nearest this one machine comes to browsers on other machines (the
+training's throughput and the server's share of each load are then the figures that
+count; the loads as the starved browsers see them are printed too).
 
 ``--quick`` (under 5 minutes): shorter trainings, no warm-up visit, one round (so nearly
 every load is a page's first in its tab), one import race, shorter waits. Real photos
@@ -78,6 +86,9 @@ from streamlit.proto.BackMsg_pb2 import BackMsg  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, _free_port  # noqa: E402
+from ui.page_timing import TIMES_ENV as PAGE_TIMES_ENV  # noqa: E402
+
+BROWSER = {"executable": CHROMIUM}  # --niced-browsers points it at a nice(1) wrapper
 from tlcore.config import RunConfig  # noqa: E402
 from tlcore.data import datasets  # noqa: E402
 from tlcore.store import jobs, runs, scheduler  # noqa: E402
@@ -365,7 +376,9 @@ async def _browse(
         return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = await pw.chromium.launch(
+            executable_path=BROWSER["executable"], args=CHROMIUM_ARGS
+        )
         sessions = [asyncio.create_task(session(i, u, browser)) for i, u in enumerate(users)]
         # The window opens when the last session has logged in (their barrier).
         while len(out.logins) + _login_errors(out) < len(users):
@@ -399,7 +412,9 @@ def _warm_up(url: str, user: str) -> dict[str, float]:
         from playwright.async_api import async_playwright
 
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = await pw.chromium.launch(
+                executable_path=BROWSER["executable"], args=CHROMIUM_ARGS
+            )
             page = await browser.new_page(viewport={"width": 1400, "height": 900})
             times = {"login": await _log_in(page, url, user)}
             for link, title in PAGES[1:] + PAGES[:1]:
@@ -494,6 +509,26 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def _print_server_runs(page_times: Path, start: float, end: float) -> None:
+    """The server's own runs of whole pages in the window (`ui.page_timing`): the part of
+    a load a browser on another machine would wait for, besides the network and drawing."""
+    runs_in_window: dict[str, list[float]] = {}
+    for line in page_times.read_text().splitlines() if page_times.exists() else []:
+        run = json.loads(line)
+        if start <= run["start"] <= end and run["outcome"] in ("done", "stopped"):
+            runs_in_window.setdefault(run["page"], []).append(run["seconds"])
+    every = [s for values in runs_in_window.values() for s in values]
+    print(
+        "server's runs of whole pages in the window (script start to end, wall time): "
+        + ", ".join(
+            f"{page} n={len(v)} p50 {_pct(v, 0.5):.2f} s p95 {_pct(v, 0.95):.2f} s"
+            for page, v in sorted(runs_in_window.items())
+        )
+        + f"; all n={len(every)} p50 {_pct(every, 0.5):.2f} s p95 {_pct(every, 0.95):.2f} s "
+        f"max {max(every or [float('nan')]):.2f} s"
+    )
+
+
 # -- part 1 --------------------------------------------------------------------------------
 def part_browsing(root: Path, flowers: Path, args) -> list[bool]:
     print(f"\n== 1. {args.sessions} browser sessions while a run trains ==")
@@ -504,7 +539,8 @@ def part_browsing(root: Path, flowers: Path, args) -> list[bool]:
     # No warm worker: its TensorFlow import would land in the baseline's first epochs.
     env = {USERS_ENV: users_json, "TLS_WARM_WORKER": "0"}
     sched = _start_scheduler(ws, env)
-    server = Server(ws.root, root / "server1.log", env)
+    page_times = root / "page-times.jsonl"  # the server's own run of each page (ui/page_timing)
+    server = Server(ws.root, root / "server1.log", env | {PAGE_TIMES_ENV: str(page_times)})
     try:
         up = server.start()
         if args.quick:
@@ -617,6 +653,7 @@ def part_browsing(root: Path, flowers: Path, args) -> list[bool]:
         f"({(pages_run + fragments_run) / (end - start):.1f}/s); server CPU "
         f"{1000 * server_cpu / max(1, pages_run + fragments_run):.0f} ms a run on average"
     )
+    _print_server_runs(page_times, start, end)
     for error in browsing.errors[:10]:
         print(f"  error: {error}")
     expected = args.sessions * args.rounds * len(PAGES)
@@ -904,7 +941,9 @@ async def _visit(url: str, user: str | None, seconds_to_hold: float) -> None:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = await pw.chromium.launch(
+            executable_path=BROWSER["executable"], args=CHROMIUM_ARGS
+        )
         page = await browser.new_page(viewport={"width": 1400, "height": 900})
         if user:
             await _log_in(page, url, user)
@@ -1075,6 +1114,12 @@ def main() -> None:
     parser.add_argument("--parts", default="1,2,3")
     parser.add_argument("--flowers", default=os.environ.get("TLS_FLOWERS_DIR"))
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--niced-browsers",
+        action="store_true",
+        help="run Chromium at the lowest CPU priority (nice 19), as if the browsers were on "
+        "other machines: they only get CPU the server and the training leave",
+    )
     args = parser.parse_args()
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.base_epochs = 4 if args.quick else 8
@@ -1086,6 +1131,15 @@ def main() -> None:
     if "KERAS_HOME" not in os.environ and (REPO.parent / "shared" / "keras_home").is_dir():
         shutil.copytree(REPO.parent / "shared" / "keras_home", root / "keras_home")
         os.environ["KERAS_HOME"] = str(root / "keras_home")
+    if args.niced_browsers:
+        wrapper = root / "chromium-niced"
+        # Linux shares CPU between sessions ("autogroups") before nice applies inside one:
+        # Chromium gets a session of its own, whose autogroup is niced as well.
+        niced = f'echo 19 > /proc/self/autogroup; exec nice -n 19 {CHROMIUM} "$@"'
+        wrapper.write_text(f"#!/bin/sh\nexec setsid -w sh -c '{niced}' chromium \"$@\"\n")
+        wrapper.chmod(0o755)
+        BROWSER["executable"] = str(wrapper)
+        print("Chromium runs at nice 19: the browsers get only the CPU left over")
     started = time.perf_counter()
     results = []
     try:
