@@ -5,6 +5,7 @@ Read from the items' records and the last label check; no image is opened.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Mapping
 
@@ -58,18 +59,23 @@ def image_flags(dataset: Dataset, check: LabelCheck | None = None) -> dict[str, 
 
 _NEAR_COPIES: dict[str, tuple[tuple[str, ...], ...]] = {}  # by id: a version never changes
 _NEAR_COPIES_KEPT = 16
+_near_copies_lock = threading.Lock()  # the web server's sessions are threads of one process
 
 
 def near_copy_groups(dataset: Dataset) -> tuple[tuple[str, ...], ...]:
     """The groups of near-copies in a dataset version, as ``rel_path`` values."""
-    if dataset.id not in _NEAR_COPIES:
+    with _near_copies_lock:
+        found = _NEAR_COPIES.get(dataset.id)
+    if found is None:
         listed = dataset.items()
         entries = [(i.sha256, None if i.plain else _fingerprint(i.fingerprint)) for i in listed]
         groups = fingerprints.near_copies(entries)
-        if len(_NEAR_COPIES) >= _NEAR_COPIES_KEPT:
-            _NEAR_COPIES.pop(next(iter(_NEAR_COPIES)))
-        _NEAR_COPIES[dataset.id] = tuple(tuple(listed[p].rel_path for p in g) for g in groups)
-    return _NEAR_COPIES[dataset.id]
+        found = tuple(tuple(listed[p].rel_path for p in g) for g in groups)
+        with _near_copies_lock:
+            if len(_NEAR_COPIES) >= _NEAR_COPIES_KEPT:
+                _NEAR_COPIES.pop(next(iter(_NEAR_COPIES)))
+            _NEAR_COPIES[dataset.id] = found
+    return found
 
 
 def _fingerprint(text: str) -> bytes | None:

@@ -175,6 +175,7 @@ def fit_full_model(ctx: PhaseContext, phase) -> bool:
         _image_batches(ctx, "train", shuffle=True, one_hot=True),
         validation_data=_image_batches(ctx, "val", shuffle=False, one_hot=True),
         epochs=phase.epochs,
+        shuffle=False,  # the pipeline shuffles itself (Keras cannot shuffle a tf.data input)
         callbacks=callbacks,
         class_weight=ctx.class_weight,
         verbose=0,
