@@ -274,6 +274,13 @@ def test_finished_run_links_to_evaluation(ws):
     assert "All 2 phases complete" in page_text(at)
 
 
+def test_a_run_whose_summary_has_no_keep_rule_says_no_none(ws):
+    record = make_run(ws, runs.FINISHED, name="Older", epochs=4, summary={"kept_epoch": 3})
+    at = open_training(record.id)
+    finished = next(s.value for s in at.success if "Finished" in s.value)
+    assert "The kept model is epoch 3." in finished and "None" not in finished
+
+
 def test_a_run_that_resumed_past_a_damaged_backup_says_so(ws):
     from tlcore.training.progress import BACKUP_DAMAGED_EVENT
 

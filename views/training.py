@@ -417,7 +417,10 @@ def _finished_text(summary: dict, done: int, took: float | None) -> str:
     else:
         text += f": {done} epochs."
     if summary.get("kept_epoch") and not search:
-        text += f" The kept model is epoch {summary['kept_epoch']}: {summary.get('keep_rule')}."
+        rule = summary.get("keep_rule")  # runs from before the rule was recorded have none
+        text += f" The kept model is epoch {summary['kept_epoch']}" + (
+            f": {rule}." if rule else "."
+        )
     val = summary.get("val_accuracy")
     if isinstance(val, (int, float)):
         method = summary.get("validation_method") or "validation split"
