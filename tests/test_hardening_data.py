@@ -288,3 +288,30 @@ def test_exact_copies_are_not_also_near_copies_and_chains_make_one_group():
     assert fingerprints.near_copies([("sha-a", a), ("sha-a", a)]) == []  # copies only
     assert fingerprints.decode(fingerprints.encode(a)) == a
     assert fingerprints.decode("not base64!") is None and fingerprints.decode("AAAA") is None
+
+
+def test_a_png_is_decoded_for_its_fingerprint_only_when_asked(tmp_path):
+    from tlcore.data import images
+
+    path = tmp_path / "photo.png"
+    photo_like(4).save(path, "PNG")
+    assert len(images.probe_image(path).fingerprint) == 256
+    assert images.probe_image(path, fingerprint=False).fingerprint is None
+
+
+def test_tampered_fingerprints_in_item_records_are_ignored(ws, tmp_path):
+    import json
+
+    from tlcore.data import image_flags
+
+    src = make_photos(tmp_path / "pets", {"cats": 6, "dogs": 6})
+    ds = datasets.import_folder(ws, src)
+    items_file = ds.dir / "items.jsonl"
+    records = [json.loads(line) for line in items_file.read_text().splitlines()]
+    records[0]["fingerprint"] = "short"
+    records[1]["fingerprint"] = "!" * len(records[2]["fingerprint"])  # right length, not base64
+    items_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    reloaded = datasets.load_dataset(ws, ds.id)
+    assert reloaded.items()[0].fingerprint == ""
+    assert image_flags.image_flags(reloaded) == {}  # no crash, nothing flagged

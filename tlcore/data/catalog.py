@@ -365,10 +365,11 @@ class Dataset(_Versioned):
 
 
 def _fingerprint_of(record: dict[str, Any]) -> str:
-    """An item record's fingerprint (`tlcore.data.fingerprints.encode`), or "" if it has
-    none or what it holds is not one."""
+    """An item record's fingerprint (`tlcore.data.fingerprints.encode`), or "" if what it
+    holds cannot be one. Only the length is checked here, for every item of every load;
+    `fingerprints.decode` refuses the rest where fingerprints are used."""
     value = record.get("fingerprint")
-    if isinstance(value, str) and fingerprints.decode(value) is not None:
+    if isinstance(value, str) and len(value) == fingerprints.ENCODED_CHARS:
         return value
     return ""
 

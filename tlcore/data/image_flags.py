@@ -68,7 +68,9 @@ def near_copy_groups(dataset: Dataset) -> tuple[tuple[str, ...], ...]:
         found = _NEAR_COPIES.get(dataset.id)
     if found is None:
         listed = dataset.items()
-        entries = [(i.sha256, None if i.plain else _fingerprint(i.fingerprint)) for i in listed]
+        entries = [
+            (i.sha256, None if i.plain else fingerprints.decode(i.fingerprint)) for i in listed
+        ]
         groups = fingerprints.near_copies(entries)
         found = tuple(tuple(listed[p].rel_path for p in g) for g in groups)
         with _near_copies_lock:
@@ -76,10 +78,6 @@ def near_copy_groups(dataset: Dataset) -> tuple[tuple[str, ...], ...]:
                 _NEAR_COPIES.pop(next(iter(_NEAR_COPIES)))
             _NEAR_COPIES[dataset.id] = found
     return found
-
-
-def _fingerprint(text: str) -> bytes | None:
-    return fingerprints.decode(text) if text else None
 
 
 def _odd_size(width: int, height: int, mode: str) -> bool:

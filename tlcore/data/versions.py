@@ -283,7 +283,7 @@ def _carry(
         item.height,
         item.mode,
         image_format,
-        fingerprint=fingerprints.decode(item.fingerprint) if item.fingerprint else None,
+        fingerprint=fingerprints.decode(item.fingerprint),  # None when it has none
         plain=item.plain,
     )
     k = _Kept(candidate, item.sha256, info, item.split)

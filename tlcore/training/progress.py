@@ -29,12 +29,12 @@ from tlcore.model.strategies import STRATEGY_LABELS as STRATEGY_TABLE_LABELS
 from tlcore.model.strategies import training_phases
 
 METRIC_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+BACKUP_DAMAGED_EVENT = "backup_damaged"  # written by tlcore.training.backup via phase_fit
 # The pace behind the ETA: an exponentially weighted mean of the current phase's epoch times
 # (validation and checkpoints included), each new epoch's time first limited to within
 # ETA_STEP_LIMIT times the pace so far. One slow epoch (a long validation, a model write, the
 # first epoch's tracing) so moves the pace by at most ETA_SMOOTHING * (ETA_STEP_LIMIT - 1) =
 # 15% up or 10% down, and a lasting change of pace is followed within a few epochs.
-BACKUP_DAMAGED_EVENT = "backup_damaged"  # written by tlcore.training.backup via phase_fit
 ETA_SMOOTHING = 0.3
 ETA_STEP_LIMIT = 1.5
 DIVERGENCE_GROWTH = 10.0  # a last-epoch loss this many times the first epoch's ...
